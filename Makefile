@@ -1,0 +1,86 @@
+# Flotilla — build, test and demo. `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+GO ?= go
+BIN := bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/flotilla-edge/flotilla/agent.Version=$(VERSION)
+CMDS := flotilla-agent flotilla-server flotctl flotilla-sim
+# Fuzz targets that also get a short coverage-guided run in `make test`:
+# the decoders every device and the control plane expose to the network.
+FUZZ_SHORT := FuzzDesired FuzzBirth FuzzTelemetry
+FUZZTIME ?= 10s
+
+.PHONY: help build test test-go fuzz-short demo bench soak lint proto proto-check cross deps clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+build: ## build every binary into bin/
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+deps: ## install on Debian what the tests need (mosquitto, protoc), when missing
+	@.ci/deps
+
+test: deps ## run every test with -race, then short fuzz runs; prints per-package times
+	@$(MAKE) --no-print-directory test-go fuzz-short
+
+test-go:
+	@log=$$(mktemp); start=$$(date +%s); \
+	CI=$${CI:-} $(GO) test -race -count=1 -timeout 25m ./... 2>&1 | tee $$log; \
+	echo; echo "== per-package test times (slowest first), total $$(( $$(date +%s) - start ))s"; \
+	grep -E '^(ok|FAIL)\s' $$log | awk '{print $$NF, $$2}' | sort -rn | head -25; rm -f $$log
+
+fuzz-short:
+	@for f in $(FUZZ_SHORT); do \
+		echo "== fuzz $$f for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./proto/wire/ | tail -2; \
+	done
+
+bench: ## run the benchmarks (not in CI); figures go into docs/benchmarks.md
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+soak: ## long load runs, never in CI
+	FLOTILLA_SOAK=1 $(GO) test -run Soak -timeout 2h -v ./...
+
+lint: ## gofmt, go vet, staticcheck, generated code in sync
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+	@$(MAKE) --no-print-directory proto-check
+
+PROTOC_GEN_GO = $(shell $(GO) tool -n protoc-gen-go)
+proto: ## regenerate proto/flotillapb from proto/flotilla/v1/*.proto
+	@command -v protoc >/dev/null || .ci/deps
+	protoc --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_out=. \
+		--go_opt=module=github.com/flotilla-edge/flotilla -I proto proto/flotilla/v1/*.proto
+
+proto-check: ## fail if the committed generated code differs from a fresh generation
+	@command -v protoc >/dev/null || .ci/deps
+	@tmp=$$(mktemp -d); \
+	protoc --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_out=$$tmp \
+		--go_opt=module=github.com/flotilla-edge/flotilla -I proto proto/flotilla/v1/*.proto; \
+	for f in $$tmp/proto/flotillapb/*.pb.go; do \
+		cmp -s $$f proto/flotillapb/$$(basename $$f) || { echo "proto/flotillapb/$$(basename $$f) is stale: run make proto"; rm -rf $$tmp; exit 1; }; \
+	done; \
+	for f in proto/flotillapb/*.pb.go; do \
+		[ -f $$tmp/proto/flotillapb/$$(basename $$f) ] || { echo "$$f has no .proto source"; rm -rf $$tmp; exit 1; }; \
+	done; rm -rf $$tmp; echo "generated code in sync"
+
+cross: ## cgo-free agent for linux amd64, arm64, arm/v7; server and flotctl for amd64, arm64
+	@mkdir -p $(BIN)
+	@for t in amd64 arm64 arm; do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$t GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+			-o $(BIN)/flotilla-agent-linux-$$t ./cmd/flotilla-agent; \
+	done
+	@for t in amd64 arm64; do for c in flotilla-server flotctl; do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$t $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$c-linux-$$t ./cmd/$$c; \
+	done; done
+	@ls -l $(BIN)/*-linux-*
+
+demo: build ## control plane on the embedded defaults and three simulated agents
+	@.ci/demo
+
+clean:
+	rm -rf $(BIN) .demo

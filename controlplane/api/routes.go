@@ -1,0 +1,46 @@
+package api
+
+import "net/http"
+
+// route is one API endpoint. Request and Response are zero values of the
+// body types, from which the OpenAPI document takes its schemas.
+type route struct {
+	Method, Path string
+	Role         Role
+	Summary      string
+	Request      any // nil: no body
+	Response     any
+	Status       int // success status; 0 = 200
+	Query        []param
+	Handler      http.HandlerFunc
+}
+
+type param struct {
+	Name, Description string
+}
+
+func (a *API) routes() []route {
+	return []route{
+		{Method: "GET", Path: "/healthz", Role: Public, Summary: "Liveness and version", Response: Health{}, Handler: a.health},
+		{Method: "GET", Path: "/v1/openapi.json", Role: Public, Summary: "This document", Response: map[string]any{}, Handler: a.openapi},
+		{Method: "POST", Path: "/v1/enrol", Role: Public, Summary: "Enrol a device with a bootstrap token (body: protojson EnrolRequest)",
+			Request: EnrolRequestDoc{}, Response: EnrolResponseDoc{}, Handler: a.enrol},
+		{Method: "GET", Path: "/v1/whoami", Role: Viewer, Summary: "The calling token's name and role", Response: WhoAmI{}, Handler: a.whoami},
+		{Method: "GET", Path: "/v1/devices", Role: Viewer, Summary: "List devices", Response: DeviceList{}, Handler: a.listDevices,
+			Query: []param{{"selector", "labels that must match, k=v,k2=v2"}, {"online", "true or false"},
+				{"decommissioned", "true to include decommissioned devices"}, {"limit", "page size (default 500, max 5000)"}, {"after", "last ID of the previous page"}}},
+		{Method: "GET", Path: "/v1/devices/{id}", Role: Viewer, Summary: "One device with its facts", Response: DeviceView{}, Handler: a.getDevice},
+		{Method: "PATCH", Path: "/v1/devices/{id}/labels", Role: Operator, Summary: "Set and remove labels", Request: LabelPatch{}, Response: DeviceView{}, Handler: a.patchLabels},
+		{Method: "POST", Path: "/v1/devices/{id}/decommission", Role: Operator, Summary: "Revoke a device's credentials at once; its ID is never reused", Response: DeviceView{}, Handler: a.decommission},
+		{Method: "POST", Path: "/v1/devices/{id}/commands", Role: Operator, Summary: "Send ping or resync and wait for the answer", Request: CommandRequest{}, Response: CommandResponse{}, Handler: a.command},
+		{Method: "GET", Path: "/v1/enrol-tokens", Role: Admin, Summary: "List bootstrap tokens", Response: []EnrolTokenView{}, Handler: a.listEnrolTokens},
+		{Method: "POST", Path: "/v1/enrol-tokens", Role: Admin, Summary: "Create a bootstrap token; the secret is shown once", Request: EnrolTokenRequest{}, Response: EnrolTokenCreated{}, Status: http.StatusCreated, Handler: a.createEnrolToken},
+		{Method: "DELETE", Path: "/v1/enrol-tokens/{id}", Role: Admin, Summary: "Revoke a bootstrap token", Status: http.StatusNoContent, Handler: a.revokeEnrolToken},
+		{Method: "GET", Path: "/v1/tokens", Role: Admin, Summary: "List API tokens", Response: []APITokenView{}, Handler: a.listAPITokens},
+		{Method: "POST", Path: "/v1/tokens", Role: Admin, Summary: "Create an API token; the secret is shown once", Request: APITokenRequest{}, Response: APITokenCreated{}, Status: http.StatusCreated, Handler: a.createAPIToken},
+		{Method: "DELETE", Path: "/v1/tokens/{id}", Role: Admin, Summary: "Revoke an API token", Status: http.StatusNoContent, Handler: a.revokeAPIToken},
+		{Method: "GET", Path: "/v1/audit", Role: Operator, Summary: "The audit log, newest first", Response: []AuditView{}, Handler: a.listAudit,
+			Query: []param{{"limit", "entries (default 100)"}, {"before", "entries with ID below this"}}},
+		{Method: "GET", Path: "/v1/metrics", Role: Viewer, Summary: "The control plane's counters", Response: map[string]any{}, Handler: a.metrics},
+	}
+}

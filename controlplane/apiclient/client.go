@@ -1,0 +1,209 @@
+// Package apiclient is a typed Go client of the control plane's REST API,
+// used by flotctl and by tests that drive the server as an operator would.
+package apiclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/flotilla-edge/flotilla/controlplane/api"
+)
+
+// Client calls one control plane with one API token.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// New returns a client of the API at base (https://host:port) that
+// authenticates with token and uses hc (nil: http.DefaultClient).
+func New(base, token string, hc *http.Client) *Client {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	return &Client{base: strings.TrimRight(base, "/"), token: token, http: hc}
+}
+
+// Error is an error answer from the API.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status)
+}
+
+// StatusOf returns the HTTP status of an API error, or 0.
+func StatusOf(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return 0
+}
+
+// maxResponse caps what the client reads of one answer.
+const maxResponse = 64 << 20
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var e api.ErrorBody
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(data))
+		}
+		return &Error{Status: resp.StatusCode, Message: e.Error}
+	}
+	if out != nil && resp.StatusCode != http.StatusNoContent {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decode answer of %s %s: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// WhoAmI describes the client's token.
+func (c *Client) WhoAmI(ctx context.Context) (api.WhoAmI, error) {
+	var out api.WhoAmI
+	return out, c.do(ctx, "GET", "/v1/whoami", nil, &out)
+}
+
+// ListOptions filter ListDevices.
+type ListOptions struct {
+	Selector       string // k=v,k2=v2
+	Online         *bool
+	Decommissioned bool
+	Limit          int
+}
+
+// ListDevices returns every device matching opts, following pages.
+func (c *Client) ListDevices(ctx context.Context, opts ListOptions) ([]api.DeviceView, error) {
+	var all []api.DeviceView
+	after := ""
+	for {
+		q := url.Values{}
+		if opts.Selector != "" {
+			q.Set("selector", opts.Selector)
+		}
+		if opts.Online != nil {
+			q.Set("online", fmt.Sprint(*opts.Online))
+		}
+		if opts.Decommissioned {
+			q.Set("decommissioned", "true")
+		}
+		if opts.Limit > 0 {
+			q.Set("limit", fmt.Sprint(opts.Limit))
+		}
+		if after != "" {
+			q.Set("after", after)
+		}
+		var page api.DeviceList
+		if err := c.do(ctx, "GET", "/v1/devices?"+q.Encode(), nil, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Devices...)
+		if page.Next == "" || (opts.Limit > 0 && len(all) >= opts.Limit) {
+			return all, nil
+		}
+		after = page.Next
+	}
+}
+
+// Device returns one device.
+func (c *Client) Device(ctx context.Context, id string) (api.DeviceView, error) {
+	var out api.DeviceView
+	return out, c.do(ctx, "GET", "/v1/devices/"+url.PathEscape(id), nil, &out)
+}
+
+// Label sets and removes labels of a device.
+func (c *Client) Label(ctx context.Context, id string, set map[string]string, remove []string) (api.DeviceView, error) {
+	var out api.DeviceView
+	return out, c.do(ctx, "PATCH", "/v1/devices/"+url.PathEscape(id)+"/labels", api.LabelPatch{Set: set, Remove: remove}, &out)
+}
+
+// Decommission revokes a device.
+func (c *Client) Decommission(ctx context.Context, id string) (api.DeviceView, error) {
+	var out api.DeviceView
+	return out, c.do(ctx, "POST", "/v1/devices/"+url.PathEscape(id)+"/decommission", nil, &out)
+}
+
+// Command sends ping or resync to a device and waits for its answer.
+func (c *Client) Command(ctx context.Context, id, kind, timeout string) (api.CommandResponse, error) {
+	var out api.CommandResponse
+	return out, c.do(ctx, "POST", "/v1/devices/"+url.PathEscape(id)+"/commands", api.CommandRequest{Kind: kind, Timeout: timeout}, &out)
+}
+
+// CreateEnrolToken creates a bootstrap token.
+func (c *Client) CreateEnrolToken(ctx context.Context, req api.EnrolTokenRequest) (api.EnrolTokenCreated, error) {
+	var out api.EnrolTokenCreated
+	return out, c.do(ctx, "POST", "/v1/enrol-tokens", req, &out)
+}
+
+// ListEnrolTokens lists bootstrap tokens.
+func (c *Client) ListEnrolTokens(ctx context.Context) ([]api.EnrolTokenView, error) {
+	var out []api.EnrolTokenView
+	return out, c.do(ctx, "GET", "/v1/enrol-tokens", nil, &out)
+}
+
+// RevokeEnrolToken revokes a bootstrap token.
+func (c *Client) RevokeEnrolToken(ctx context.Context, id string) error {
+	return c.do(ctx, "DELETE", "/v1/enrol-tokens/"+url.PathEscape(id), nil, nil)
+}
+
+// CreateAPIToken creates an API token.
+func (c *Client) CreateAPIToken(ctx context.Context, req api.APITokenRequest) (api.APITokenCreated, error) {
+	var out api.APITokenCreated
+	return out, c.do(ctx, "POST", "/v1/tokens", req, &out)
+}
+
+// ListAPITokens lists API tokens.
+func (c *Client) ListAPITokens(ctx context.Context) ([]api.APITokenView, error) {
+	var out []api.APITokenView
+	return out, c.do(ctx, "GET", "/v1/tokens", nil, &out)
+}
+
+// RevokeAPIToken revokes an API token.
+func (c *Client) RevokeAPIToken(ctx context.Context, id string) error {
+	return c.do(ctx, "DELETE", "/v1/tokens/"+url.PathEscape(id), nil, nil)
+}
+
+// Audit returns the newest audit entries.
+func (c *Client) Audit(ctx context.Context, limit int) ([]api.AuditView, error) {
+	var out []api.AuditView
+	return out, c.do(ctx, "GET", fmt.Sprintf("/v1/audit?limit=%d", limit), nil, &out)
+}

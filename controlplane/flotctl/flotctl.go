@@ -1,0 +1,171 @@
+// Package flotctl is the operator's command-line interface to the control
+// plane's REST API. cmd/flotctl wires it to the process; tests run it
+// in-process against a real server.
+//
+//	flotctl [global flags] devices list|show|label|decommission|ping|resync
+//	flotctl [global flags] tokens list|create|revoke
+//	flotctl [global flags] enrol-tokens list|create|revoke
+//	flotctl [global flags] audit
+//
+// Global flags (or their FLOTILLA_* environment variables): -server, -token
+// or -token-file, -ca-file or -ca-fingerprint, -json.
+package flotctl
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/flotilla-edge/flotilla/controlplane/apiclient"
+	"github.com/flotilla-edge/flotilla/controlplane/pki"
+)
+
+// Env is the process environment flotctl runs in.
+type Env struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+}
+
+type globals struct {
+	server, token, tokenFile, caFile, caFingerprint string
+	json                                            bool
+	timeout                                         time.Duration
+}
+
+// errUsage marks a usage error (exit code 2).
+var errUsage = errors.New("usage")
+
+// Run runs flotctl with args (without the program name) and returns the
+// exit code.
+func Run(ctx context.Context, args []string, env Env) int {
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	err := run(ctx, args, env)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(env.Stderr, "flotctl:", err)
+		return 2
+	default:
+		fmt.Fprintln(env.Stderr, "flotctl:", err)
+		return 1
+	}
+}
+
+func run(ctx context.Context, args []string, env Env) error {
+	var g globals
+	fs := flag.NewFlagSet("flotctl", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.StringVar(&g.server, "server", or(env.Getenv("FLOTILLA_SERVER"), "https://127.0.0.1:8443"), "control plane API URL")
+	fs.StringVar(&g.token, "token", env.Getenv("FLOTILLA_TOKEN"), "API token (prefer FLOTILLA_TOKEN or -token-file)")
+	fs.StringVar(&g.tokenFile, "token-file", env.Getenv("FLOTILLA_TOKEN_FILE"), "file holding the API token")
+	fs.StringVar(&g.caFile, "ca-file", env.Getenv("FLOTILLA_CA_FILE"), "CA certificate (PEM) to trust")
+	fs.StringVar(&g.caFingerprint, "ca-fingerprint", env.Getenv("FLOTILLA_CA_FINGERPRINT"), "SHA-256 fingerprint of the CA to trust (printed by flotilla-server)")
+	fs.BoolVar(&g.json, "json", false, "print JSON")
+	fs.DurationVar(&g.timeout, "timeout", 30*time.Second, "give up after this long")
+	fs.Usage = func() {
+		fmt.Fprint(env.Stderr, usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: no command", errUsage)
+	}
+	c, err := g.client(rest[0] == "help")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	o := out{w: env.Stdout, json: g.json}
+	switch rest[0] {
+	case "devices", "device", "dev":
+		return devices(ctx, c, o, rest[1:])
+	case "tokens":
+		return apiTokens(ctx, c, o, rest[1:])
+	case "enrol-tokens", "enroll-tokens":
+		return enrolTokens(ctx, c, o, rest[1:])
+	case "audit":
+		return audit(ctx, c, o, rest[1:])
+	case "whoami":
+		w, err := c.WhoAmI(ctx)
+		if err != nil {
+			return err
+		}
+		return o.print(w, func(tw io.Writer) { fmt.Fprintf(tw, "%s\t%s\t%s\n", w.Name, w.Role, w.TokenID) })
+	case "help":
+		fs.Usage()
+		return nil
+	}
+	return fmt.Errorf("%w: unknown command %q (devices, tokens, enrol-tokens, audit, whoami)", errUsage, rest[0])
+}
+
+const usage = `flotctl — operate a Flotilla fleet
+
+  flotctl devices list [-selector k=v,…] [-online true|false] [-all]
+  flotctl devices show ID
+  flotctl devices label ID k=v… [-k…]
+  flotctl devices decommission ID
+  flotctl devices ping|resync ID
+  flotctl tokens list | create -name N -role viewer|operator|admin [-ttl D] | revoke ID
+  flotctl enrol-tokens list | create -name N [-max-uses N] [-ttl D] [-label k=v…] | revoke ID
+  flotctl audit [-limit N]
+  flotctl whoami
+
+Global flags:
+`
+
+func (g globals) client(noAuth bool) (*apiclient.Client, error) {
+	token := g.token
+	if token == "" && g.tokenFile != "" {
+		b, err := os.ReadFile(g.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("token file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token == "" && !noAuth {
+		return nil, fmt.Errorf("%w: no API token: set FLOTILLA_TOKEN, -token or -token-file", errUsage)
+	}
+	var tlsCfg *tls.Config
+	var err error
+	switch {
+	case g.caFile != "":
+		var pem []byte
+		if pem, err = os.ReadFile(g.caFile); err != nil {
+			return nil, fmt.Errorf("ca file: %w", err)
+		}
+		tlsCfg, err = pki.ClientTLS(pem, "")
+	case g.caFingerprint != "":
+		tlsCfg, err = pki.PinnedClientTLS(g.caFingerprint)
+	default:
+		return nil, fmt.Errorf("%w: say which CA to trust: -ca-file or -ca-fingerprint (flotilla-server prints it)", errUsage)
+	}
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment}}
+	return apiclient.New(g.server, token, hc), nil
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

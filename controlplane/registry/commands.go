@@ -1,0 +1,102 @@
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
+	"github.com/flotilla-edge/flotilla/proto/topic"
+	"github.com/flotilla-edge/flotilla/proto/wire"
+)
+
+type commandResult struct {
+	res *pb.CommandResult
+	at  time.Time
+}
+
+// CommandReply is what a device answered to a command.
+type CommandReply struct {
+	OK        bool          `json:"ok"`
+	Error     string        `json:"error,omitempty"`
+	RoundTrip time.Duration `json:"round_trip_ns"`
+}
+
+// Command sends a command (ping or resync) to an active device and waits
+// for its answer until ctx ends.
+func (r *Registry) Command(ctx context.Context, actor, id, kind string) (CommandReply, error) {
+	d, err := r.cfg.Store.Device(ctx, id)
+	if err != nil {
+		return CommandReply{}, storeError(err)
+	}
+	if !d.Active() {
+		return CommandReply{}, fmt.Errorf("%w: device %s is decommissioned", ErrNotFound, id)
+	}
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	cmd := &pb.Command{Id: hex.EncodeToString(b), DeviceId: id, IssuedAtMs: r.nowMs()}
+	if dl, ok := ctx.Deadline(); ok {
+		cmd.ExpiresAtMs = dl.UnixMilli()
+	}
+	switch kind {
+	case "ping":
+		cmd.Kind = &pb.Command_Ping{Ping: &pb.Ping{}}
+	case "resync":
+		cmd.Kind = &pb.Command_Resync{Resync: &pb.Resync{}}
+	default:
+		return CommandReply{}, fmt.Errorf("%w: unknown command %q (ping, resync)", ErrInvalid, kind)
+	}
+	payload, err := wire.Encode(cmd)
+	if err != nil {
+		return CommandReply{}, err
+	}
+	ch := make(chan commandResult, 1)
+	r.mu.Lock()
+	r.waiters[cmd.Id] = ch
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.waiters, cmd.Id)
+		r.mu.Unlock()
+	}()
+	if r.cfg.Publisher == nil {
+		return CommandReply{}, fmt.Errorf("%w: no broker connection", ErrUnavailable)
+	}
+	sent := time.Now()
+	e := topic.MustLookup(topic.Command)
+	if err := r.cfg.Publisher.Publish(ctx, r.cfg.Scheme.Device(topic.Command, id), e.QoS, e.Retained, payload); err != nil {
+		return CommandReply{}, fmt.Errorf("%w: publish command: %w", ErrUnavailable, err)
+	}
+	if kind == "resync" {
+		r.publishDesired(ctx, id)
+	}
+	r.audit(ctx, actor, "device.command."+kind, id, "")
+	select {
+	case res := <-ch:
+		return CommandReply{OK: res.res.GetOk(), Error: res.res.GetError(), RoundTrip: res.at.Sub(sent)}, nil
+	case <-ctx.Done():
+		return CommandReply{}, fmt.Errorf("%w: no answer from %s: %w", ErrUnavailable, id, ctx.Err())
+	}
+}
+
+func (r *Registry) handleCommandResult(id string, payload []byte) error {
+	var m pb.CommandResult
+	if err := wire.DecodeTopic(topic.CommandResult, payload, &m); err != nil {
+		return err
+	}
+	if m.GetDeviceId() != id {
+		return errOtherDevice
+	}
+	r.mu.Lock()
+	ch := r.waiters[m.GetCommandId()]
+	r.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- commandResult{res: &m, at: time.Now()}:
+		default:
+		}
+	}
+	return nil
+}

@@ -1,0 +1,48 @@
+package registry
+
+import (
+	"context"
+
+	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
+	"github.com/flotilla-edge/flotilla/proto/topic"
+	"github.com/flotilla-edge/flotilla/proto/wire"
+)
+
+// publishDesired publishes a device's desired state, retained, with a new
+// revision. The director's signed metadata arrives with the bundle issue;
+// today the state carries the unsigned hints (labels, heartbeat interval).
+// A failure is logged, not returned: the next change or a resync publishes
+// again, and the retained message is always the newest revision.
+func (r *Registry) publishDesired(ctx context.Context, id string) {
+	if r.cfg.Publisher == nil {
+		return
+	}
+	d, err := r.cfg.Store.Device(ctx, id)
+	if err != nil {
+		r.log.Warn("desired state not published", "device", id, "err", err)
+		return
+	}
+	rev, err := r.cfg.Store.NextDesiredRevision(ctx, id)
+	if err != nil {
+		r.log.Warn("desired state not published", "device", id, "err", err)
+		return
+	}
+	m := &pb.DesiredState{
+		DeviceId:   id,
+		Revision:   rev,
+		IssuedAtMs: r.nowMs(),
+		Hints: &pb.DesiredHints{
+			HeartbeatIntervalS: uint32(r.cfg.HeartbeatInterval.Seconds()),
+			Labels:             d.Labels,
+		},
+	}
+	b, err := wire.Encode(m)
+	if err == nil {
+		e := topic.MustLookup(topic.Desired)
+		err = r.cfg.Publisher.Publish(ctx, r.cfg.Scheme.Device(topic.Desired, id), e.QoS, e.Retained, b)
+	}
+	if err != nil {
+		r.metrics.Add("desired_publish_failed", 1)
+		r.log.Warn("desired state not published", "device", id, "err", err)
+	}
+}

@@ -1,0 +1,328 @@
+// Package server wires the control plane together: store, certificate
+// authority, MQTT broker (embedded or external), the control plane's own
+// MQTT connection, the device registry and the HTTPS API. flotilla-server
+// is a thin command around it, and tests run it in-process.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"expvar"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/flotilla-edge/flotilla/controlplane/api"
+	"github.com/flotilla-edge/flotilla/controlplane/broker"
+	"github.com/flotilla-edge/flotilla/controlplane/pki"
+	"github.com/flotilla-edge/flotilla/controlplane/registry"
+	"github.com/flotilla-edge/flotilla/controlplane/store"
+	"github.com/flotilla-edge/flotilla/proto/topic"
+)
+
+// Config is everything flotilla-server takes. The zero value (plus a data
+// folder) is the embedded default: SQLite, the embedded broker, a CA made
+// on first start.
+type Config struct {
+	DataDir string
+	// Listen is the HTTPS API's address; default ":8443".
+	Listen string
+	// MQTTListen is the embedded broker's address; default ":8883".
+	MQTTListen string
+	// Hosts are extra names and IPs for the server certificate.
+	Hosts []string
+	// PublicMQTTURL is the broker URL devices are told at enrolment;
+	// default mqtts://<first host or 127.0.0.1>:<MQTT port>.
+	PublicMQTTURL string
+	// TopicPrefix; default flotilla/v1.
+	TopicPrefix string
+	// HeartbeatInterval hinted to agents; 0 leaves theirs.
+	HeartbeatInterval time.Duration
+
+	// External broker: when MQTTURL is set the embedded one is not started.
+	MQTTURL      string
+	MQTTUser     string
+	MQTTPassword string
+	// Credentials keeps device credentials in the external broker (e.g.
+	// controlplane/mosquitto's dynamic-security client); built once the
+	// control plane's own connection is up.
+	Credentials func(ctx context.Context, c *MQTT) (registry.CredentialSink, error)
+
+	// Operator-supplied TLS: certificate, key and the CA devices trust.
+	TLSCert, TLSKey, TLSCA string
+
+	Logger  *slog.Logger
+	Version string
+	Now     func() time.Time
+}
+
+// Server is a running control plane.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	store    *store.Store
+	ca       *pki.Authority
+	broker   *broker.Embedded
+	mqtt     *MQTT
+	regMu    sync.RWMutex
+	registry *registry.Registry
+	api      *api.API
+	http     *http.Server
+	httpLn   net.Listener
+	metrics  *expvar.Map
+
+	adminToken string
+	closeOnce  sync.Once
+	closeErr   error
+}
+
+// New starts a control plane: it returns once the API listens and the
+// control plane's MQTT connection is up. Close stops it.
+func New(ctx context.Context, cfg Config) (s *Server, err error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("server: a data folder is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = ":8443"
+	}
+	if cfg.MQTTListen == "" {
+		cfg.MQTTListen = ":8883"
+	}
+	scheme, err := topic.New(cfg.TopicPrefix)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
+	}
+	s = &Server{cfg: cfg, log: cfg.Logger, metrics: new(expvar.Map).Init()}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	if s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "flotilla.db")); err != nil {
+		return nil, err
+	}
+	if err = s.openCA(); err != nil {
+		return nil, err
+	}
+
+	// The control plane's own MQTT identity. With the embedded broker the
+	// secret is made afresh at each start and never leaves the process.
+	serviceUser, servicePassword := cfg.MQTTUser, cfg.MQTTPassword
+	var serviceHash [sha256.Size]byte
+	if cfg.MQTTURL == "" {
+		serviceUser, servicePassword = registry.ServiceUser, randomSecret()
+		serviceHash = sha256.Sum256([]byte(servicePassword))
+	}
+
+	s.mqtt = newMQTT(mqttOptions{
+		User: serviceUser, Password: servicePassword, CAPEM: s.ca.CAPEM(),
+		ClientID: "flotilla-control-" + hostID(), Logger: cfg.Logger.With("component", "mqtt"),
+	})
+	regCfg := registry.Config{
+		Store: s.store, Publisher: s.mqtt, Scheme: scheme, CAPEM: s.ca.CAPEM(), ServiceHash: serviceHash,
+		Now: cfg.Now, Logger: cfg.Logger.With("component", "registry"), Metrics: s.metrics,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+	}
+	if s.ca.CanIssue() {
+		regCfg.Issuer = s.ca
+	}
+	if cfg.MQTTURL == "" {
+		// The broker asks the registry who may connect; the registry asks
+		// the broker to drop revoked devices. brokerAuth breaks the circle:
+		// it refuses everyone until the registry exists.
+		s.broker, err = broker.New(broker.Config{
+			Addr: cfg.MQTTListen, TLS: s.ca.ServerTLS(), Auth: (*brokerAuth)(s), ACL: (*brokerAuth)(s),
+			Logger: cfg.Logger.With("component", "broker"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err = s.broker.Start(); err != nil {
+			return nil, err
+		}
+		regCfg.Credentials = embeddedCredentials{s.broker}
+		regCfg.MQTTURL = s.publicMQTTURL()
+		s.setRegistry(registry.New(regCfg))
+		err = s.mqtt.Connect(ctx, "ssl://"+loopback(s.broker.Addr()))
+	} else {
+		if err = s.mqtt.Connect(ctx, cfg.MQTTURL); err != nil {
+			return nil, err
+		}
+		if cfg.Credentials != nil {
+			if regCfg.Credentials, err = cfg.Credentials(ctx, s.mqtt); err != nil {
+				return nil, fmt.Errorf("external broker credentials: %w", err)
+			}
+		}
+		regCfg.MQTTURL = s.publicMQTTURL()
+		s.setRegistry(registry.New(regCfg))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err = s.mqtt.Subscribe(s.registry.Subscriptions("flotilla-control"), s.registry.HandleMessage); err != nil {
+		return nil, err
+	}
+
+	if err = s.ensureAdminToken(ctx); err != nil {
+		return nil, err
+	}
+	s.api = api.New(api.Config{Store: s.store, Registry: s.registry, Logger: cfg.Logger.With("component", "api"),
+		Now: cfg.Now, Metrics: s.metrics, Version: cfg.Version})
+	if s.httpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("api listener: %w", err)
+	}
+	s.http = &http.Server{
+		Handler: s.api, TLSConfig: s.ca.ServerTLS(),
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 90 * time.Second,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		if err := s.http.ServeTLS(s.httpLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("api server stopped", "err", err)
+		}
+	}()
+	s.log.Info("control plane ready", "api", s.APIURL(), "mqtt", regCfg.MQTTURL,
+		"ca_fingerprint", s.ca.Fingerprint())
+	return s, nil
+}
+
+func (s *Server) openCA() error {
+	var err error
+	if s.cfg.TLSCert != "" {
+		s.ca, err = pki.FromFiles(s.cfg.TLSCert, s.cfg.TLSKey, s.cfg.TLSCA)
+		return err
+	}
+	s.ca, err = pki.LoadOrCreate(filepath.Join(s.cfg.DataDir, "pki"), s.cfg.Hosts, s.cfg.Now())
+	return err
+}
+
+// publicMQTTURL is what devices are told to connect to.
+func (s *Server) publicMQTTURL() string {
+	if s.cfg.PublicMQTTURL != "" {
+		return s.cfg.PublicMQTTURL
+	}
+	if s.cfg.MQTTURL != "" {
+		return s.cfg.MQTTURL
+	}
+	host := "127.0.0.1"
+	if len(s.cfg.Hosts) > 0 {
+		host = s.cfg.Hosts[0]
+	}
+	_, port, _ := net.SplitHostPort(s.broker.Addr().String())
+	return "mqtts://" + net.JoinHostPort(host, port)
+}
+
+// Close stops the API, the MQTT connection, the broker and the store, in
+// that order.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var errs []error
+		if s.http != nil {
+			errs = append(errs, s.http.Shutdown(ctx))
+		} else if s.httpLn != nil {
+			errs = append(errs, s.httpLn.Close())
+		}
+		if s.mqtt != nil {
+			s.mqtt.Close()
+		}
+		if s.broker != nil {
+			errs = append(errs, s.broker.Close())
+		}
+		if s.store != nil {
+			errs = append(errs, s.store.Close())
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// APIURL is the API's base URL on the loopback interface.
+func (s *Server) APIURL() string { return "https://" + loopback(s.httpLn.Addr()) }
+
+// MQTTURL is the URL devices are told at enrolment.
+func (s *Server) MQTTURL() string { return s.publicMQTTURL() }
+
+// BrokerAddr is the embedded broker's address, or nil with an external one.
+func (s *Server) BrokerAddr() net.Addr {
+	if s.broker == nil {
+		return nil
+	}
+	return s.broker.Addr()
+}
+
+// CAPEM is the CA that devices and operators trust.
+func (s *Server) CAPEM() []byte { return s.ca.CAPEM() }
+
+// CAFingerprint is the CA's SHA-256 fingerprint.
+func (s *Server) CAFingerprint() string { return s.ca.Fingerprint() }
+
+// AdminToken is the admin API token made on first start, or "" when the
+// store already had tokens.
+func (s *Server) AdminToken() string { return s.adminToken }
+
+// Store is the server's store, for tests and tools in-process.
+func (s *Server) Store() *store.Store { return s.store }
+
+// Metrics are the server's counters.
+func (s *Server) Metrics() *expvar.Map { return s.metrics }
+
+func randomSecret() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic("server: crypto/rand failed: " + err.Error())
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// loopback turns a wildcard listen address into one a local client can
+// dial.
+func loopback(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func hostID() string {
+	h, _ := os.Hostname()
+	return fmt.Sprintf("%s-%s", sanitize(h), strconv.Itoa(os.Getpid()))
+}
+
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 32 {
+		b = b[:32]
+	}
+	return string(b)
+}
