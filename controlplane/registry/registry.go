@@ -29,14 +29,14 @@ const ServiceUser = "flotilla-control"
 // Config holds what a Registry is built from.
 type Config struct {
 	Store       Store
-	Publisher   Publisher        // how desired state and commands reach devices
-	Credentials CredentialSink   // where device credentials live besides the store; nil: the store alone
-	Issuer      CertIssuer       // issues device client certificates; nil: none
-	Scheme      topic.Scheme     // topic names
-	MQTTURL     string           // the broker URL devices are told at enrolment
-	CAPEM       []byte           // the CA devices should trust, returned at enrolment
+	Publisher   Publisher         // how desired state and commands reach devices
+	Credentials CredentialSink    // where device credentials live besides the store; nil: the store alone
+	Issuer      CertIssuer        // issues device client certificates; nil: none
+	Scheme      topic.Scheme      // topic names
+	MQTTURL     string            // the broker URL devices are told at enrolment
+	CAPEM       []byte            // the CA devices should trust, returned at enrolment
 	ServiceHash [sha256.Size]byte // SHA-256 of the control plane's own MQTT secret
-	Now         func() time.Time // nil: time.Now
+	Now         func() time.Time  // nil: time.Now
 	Logger      *slog.Logger
 	Metrics     *expvar.Map // counters; nil: a private map
 	// HeartbeatInterval is the interval hinted to devices in their desired
