@@ -73,9 +73,16 @@ func (r *Registry) Enrol(ctx context.Context, req *pb.EnrolRequest) (*pb.EnrolRe
 	}
 	action := "device.enrol"
 	_, err := r.cfg.Store.EnrolDevice(ctx, tokenHash, d, now.UnixMilli())
-	if errors.Is(err, store.ErrConflict) {
-		action = "device.re-enrol"
-		err = r.reEnrol(ctx, tokenHash, d)
+	if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrTokenExhausted) {
+		// Perhaps the device enrolled with this token and lost the answer
+		// (a single-use token is exhausted by then).
+		rerr := r.reEnrol(ctx, tokenHash, d)
+		switch {
+		case rerr == nil:
+			action, err = "device.re-enrol", nil
+		case errors.Is(err, store.ErrConflict):
+			err = rerr
+		}
 	}
 	if err != nil {
 		r.metrics.Add("enrol_refused", 1)
