@@ -93,7 +93,7 @@ func connect(t *testing.T, s *server.Server, creds *pb.EnrolResponse, password s
 	t.Helper()
 	pool, _ := pki.ClientTLS(creds.GetCaPem(), "")
 	d := &device{id: creds.GetDeviceId(), msgs: make(chan paho.Message, 100), lost: make(chan error, 1)}
-	o := paho.NewClientOptions().AddBroker("ssl://"+s.BrokerAddr().String()).SetClientID(d.id).
+	o := paho.NewClientOptions().AddBroker("ssl://" + s.BrokerAddr().String()).SetClientID(d.id).
 		SetUsername(creds.GetMqttUsername()).SetPassword(password).SetTLSConfig(pool).
 		SetAutoReconnect(false).SetConnectTimeout(wait).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { d.msgs <- m }).
@@ -107,7 +107,6 @@ func connect(t *testing.T, s *server.Server, creds *pb.EnrolResponse, password s
 	t.Cleanup(func() { d.client.Disconnect(0) })
 	return d, nil
 }
-
 
 func publishProto(t *testing.T, d *device, k topic.Kind, b []byte) {
 	t.Helper()
