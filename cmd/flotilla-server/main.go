@@ -33,6 +33,8 @@ func run() error {
 		cfg      server.Config
 		hosts    string
 		logLevel string
+		dynsec   string
+		mqttCA   string
 		showVer  bool
 	)
 	fs := flag.NewFlagSet("flotilla-server", flag.ContinueOnError)
@@ -45,6 +47,8 @@ func run() error {
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", 0, "heartbeat interval hinted to agents (0: theirs)")
 	fs.StringVar(&cfg.MQTTURL, "mqtt-url", env("FLOTILLA_MQTT_URL", ""), "external broker URL (ssl://host:8883); the embedded broker is not started")
 	fs.StringVar(&cfg.MQTTUser, "mqtt-user", env("FLOTILLA_MQTT_USER", "flotilla-control"), "username on the external broker")
+	fs.StringVar(&dynsec, "mqtt-dynsec-admin", env("FLOTILLA_DYNSEC_ADMIN", ""), "external Mosquitto: the dynamic-security admin user (password in FLOTILLA_DYNSEC_PASSWORD); devices are provisioned there")
+	fs.StringVar(&mqttCA, "mqtt-ca", env("FLOTILLA_MQTT_CA", ""), "external broker: CA of its certificate (PEM), if not the server's own")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", env("FLOTILLA_TLS_CERT", ""), "server certificate (PEM); default: made by the server's own CA")
 	fs.StringVar(&cfg.TLSKey, "tls-key", env("FLOTILLA_TLS_KEY", ""), "server key (PEM)")
 	fs.StringVar(&cfg.TLSCA, "tls-ca", env("FLOTILLA_TLS_CA", ""), "CA devices trust and that signs client certificates (PEM)")
@@ -59,6 +63,16 @@ func run() error {
 	}
 	// Secrets come from the environment, never from flags (ps shows those).
 	cfg.MQTTPassword = os.Getenv("FLOTILLA_MQTT_PASSWORD")
+	if dynsec != "" {
+		cfg.Dynsec = &server.Dynsec{AdminUser: dynsec, AdminPassword: os.Getenv("FLOTILLA_DYNSEC_PASSWORD")}
+	}
+	if mqttCA != "" {
+		pem, err := os.ReadFile(mqttCA)
+		if err != nil {
+			return fmt.Errorf("-mqtt-ca: %w", err)
+		}
+		cfg.MQTTCAPEM = pem
+	}
 	if hosts != "" {
 		cfg.Hosts = strings.Split(hosts, ",")
 	}

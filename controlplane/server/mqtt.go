@@ -18,6 +18,9 @@ type mqttOptions struct {
 	CAPEM          []byte
 	ClientID       string
 	Logger         *slog.Logger
+	// CleanSession drops the broker-side session on disconnect; the
+	// control plane's ingest connection keeps it (false).
+	CleanSession bool
 }
 
 // MQTT is the control plane's own connection to the broker. It
@@ -28,9 +31,18 @@ type MQTT struct {
 	client paho.Client
 	log    *slog.Logger
 
-	mu      sync.Mutex
-	filters []string
-	handler func(ctx context.Context, topic string, payload []byte)
+	mu        sync.Mutex
+	filters   []string
+	handler   func(ctx context.Context, topic string, payload []byte)
+	reconnect []func()
+	connected bool
+}
+
+// afterReconnect runs f after every reconnect (not the first connect).
+func (m *MQTT) afterReconnect(f func()) {
+	m.mu.Lock()
+	m.reconnect = append(m.reconnect, f)
+	m.mu.Unlock()
 }
 
 func newMQTT(o mqttOptions) *MQTT {
@@ -44,7 +56,7 @@ func (m *MQTT) Connect(ctx context.Context, url string) error {
 		SetClientID(m.opts.ClientID).
 		SetUsername(m.opts.User).
 		SetPassword(m.opts.Password).
-		SetCleanSession(false).
+		SetCleanSession(m.opts.CleanSession).
 		SetOrderMatters(true).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
@@ -121,7 +133,15 @@ func (m *MQTT) subscribe(filters []string) error {
 func (m *MQTT) onConnect(paho.Client) {
 	m.mu.Lock()
 	filters := append([]string(nil), m.filters...)
+	again := m.connected
+	m.connected = true
+	hooks := append([]func(){}, m.reconnect...)
 	m.mu.Unlock()
+	if again {
+		for _, f := range hooks {
+			go f()
+		}
+	}
 	m.log.Info("connected to broker")
 	if err := m.subscribe(filters); err != nil {
 		m.log.Error("resubscribe failed", "err", err)

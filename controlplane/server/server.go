@@ -52,10 +52,12 @@ type Config struct {
 	MQTTURL      string
 	MQTTUser     string
 	MQTTPassword string
-	// Credentials keeps device credentials in the external broker (e.g.
-	// controlplane/mosquitto's dynamic-security client); built once the
-	// control plane's own connection is up.
-	Credentials func(ctx context.Context, c *MQTT) (registry.CredentialSink, error)
+	// MQTTCAPEM is the CA of the external broker's certificate; default:
+	// the control plane's own CA. Devices are given both.
+	MQTTCAPEM []byte
+	// Dynsec manages device credentials on an external Mosquitto; nil: the
+	// external broker authenticates devices some other way.
+	Dynsec *Dynsec
 
 	// Operator-supplied TLS: certificate, key and the CA devices trust.
 	TLSCert, TLSKey, TLSCA string
@@ -73,6 +75,7 @@ type Server struct {
 	ca       *pki.Authority
 	broker   *broker.Embedded
 	mqtt     *MQTT
+	admin    *MQTT // the external broker's dynsec admin connection
 	regMu    sync.RWMutex
 	registry *registry.Registry
 	api      *api.API
@@ -134,7 +137,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	}
 
 	s.mqtt = newMQTT(mqttOptions{
-		User: serviceUser, Password: servicePassword, CAPEM: s.ca.CAPEM(),
+		User: serviceUser, Password: servicePassword, CAPEM: s.brokerCAPEM(),
 		ClientID: "flotilla-control-" + hostID(), Logger: cfg.Logger.With("component", "mqtt"),
 	})
 	regCfg := registry.Config{
@@ -164,16 +167,15 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		s.setRegistry(registry.New(regCfg))
 		err = s.mqtt.Connect(ctx, "ssl://"+loopback(s.broker.Addr()))
 	} else {
-		if err = s.mqtt.Connect(ctx, cfg.MQTTURL); err != nil {
-			return nil, err
-		}
-		if cfg.Credentials != nil {
-			if regCfg.Credentials, err = cfg.Credentials(ctx, s.mqtt); err != nil {
+		if cfg.Dynsec != nil {
+			if regCfg.Credentials, err = cfg.Dynsec.credentials(ctx, s, scheme); err != nil {
 				return nil, fmt.Errorf("external broker credentials: %w", err)
 			}
 		}
 		regCfg.MQTTURL = s.publicMQTTURL()
+		regCfg.CAPEM = append(append([]byte(nil), s.ca.CAPEM()...), cfg.MQTTCAPEM...)
 		s.setRegistry(registry.New(regCfg))
+		err = s.mqtt.Connect(ctx, cfg.MQTTURL)
 	}
 	if err != nil {
 		return nil, err
@@ -246,6 +248,9 @@ func (s *Server) Close() error {
 		}
 		if s.mqtt != nil {
 			s.mqtt.Close()
+		}
+		if s.admin != nil {
+			s.admin.Close()
 		}
 		if s.broker != nil {
 			errs = append(errs, s.broker.Close())

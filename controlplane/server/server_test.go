@@ -91,9 +91,14 @@ type device struct {
 
 func connect(t *testing.T, s *server.Server, creds *pb.EnrolResponse, password string) (*device, error) {
 	t.Helper()
+	return connectURL(t, "ssl://"+s.BrokerAddr().String(), creds, password)
+}
+
+func connectURL(t *testing.T, url string, creds *pb.EnrolResponse, password string) (*device, error) {
+	t.Helper()
 	pool, _ := pki.ClientTLS(creds.GetCaPem(), "")
 	d := &device{id: creds.GetDeviceId(), msgs: make(chan paho.Message, 100), lost: make(chan error, 1)}
-	o := paho.NewClientOptions().AddBroker("ssl://" + s.BrokerAddr().String()).SetClientID(d.id).
+	o := paho.NewClientOptions().AddBroker(url).SetClientID(d.id).
 		SetUsername(creds.GetMqttUsername()).SetPassword(password).SetTLSConfig(pool).
 		SetAutoReconnect(false).SetConnectTimeout(wait).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { d.msgs <- m }).
