@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 
+	"github.com/flotilla-edge/flotilla/controlplane/store"
 	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/topic"
 	"github.com/flotilla-edge/flotilla/proto/wire"
@@ -44,5 +45,35 @@ func (r *Registry) publishDesired(ctx context.Context, id string) {
 	if err != nil {
 		r.metrics.Add("desired_publish_failed", 1)
 		r.log.Warn("desired state not published", "device", id, "err", err)
+	}
+}
+
+// DeviceLister pages through active devices.
+type DeviceLister interface {
+	ListDevices(ctx context.Context, opts store.ListOptions) ([]store.Device, error)
+}
+
+// RepublishDesired publishes every active device's desired state again. The
+// embedded broker keeps retained messages in memory only, so after a
+// restart the control plane restores them; it returns how many it
+// published.
+func (r *Registry) RepublishDesired(ctx context.Context, l DeviceLister) (int, error) {
+	n, after := 0, ""
+	for {
+		page, err := l.ListDevices(ctx, store.ListOptions{Limit: 500, After: after})
+		if err != nil {
+			return n, err
+		}
+		for _, d := range page {
+			if ctx.Err() != nil {
+				return n, ctx.Err()
+			}
+			r.publishDesired(ctx, d.ID)
+			n++
+		}
+		if len(page) < 500 {
+			return n, nil
+		}
+		after = page[len(page)-1].ID
 	}
 }

@@ -84,6 +84,9 @@ type Server struct {
 	metrics  *expvar.Map
 
 	adminToken string
+	life       context.Context // ends at Close
+	end        context.CancelFunc
+	bg         sync.WaitGroup
 	closeOnce  sync.Once
 	closeErr   error
 }
@@ -114,6 +117,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, fmt.Errorf("data folder: %w", err)
 	}
 	s = &Server{cfg: cfg, log: cfg.Logger, metrics: new(expvar.Map).Init()}
+	s.life, s.end = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -184,6 +188,15 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 
+	if s.broker != nil {
+		// The embedded broker's retained messages died with the last process.
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			n, err := s.registry.RepublishDesired(s.life, s.store)
+			s.log.Info("desired states restored on the embedded broker", "devices", n, "err", err)
+		}()
+	}
 	if err = s.ensureAdminToken(ctx); err != nil {
 		return nil, err
 	}
@@ -241,6 +254,8 @@ func (s *Server) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		var errs []error
+		s.end()
+		s.bg.Wait()
 		if s.http != nil {
 			errs = append(errs, s.http.Shutdown(ctx))
 		} else if s.httpLn != nil {

@@ -263,7 +263,20 @@ func TestRestartKeepsState(t *testing.T) {
 	if err != nil {
 		t.Fatalf("enrolled device cannot connect after restart: %v", err)
 	}
-	_ = d
+	// The embedded broker lost its retained messages with the process; the
+	// desired state is restored, with a higher revision than before.
+	if tok := d.client.Subscribe(topic.Default().Device(topic.Desired, "dev-r"), 1, nil); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	select {
+	case m := <-d.msgs:
+		var ds pb.DesiredState
+		if err := wire.DecodeTopic(topic.Desired, m.Payload(), &ds); err != nil || ds.GetRevision() < 3 || ds.GetHints().GetLabels()["a"] != "1" {
+			t.Fatalf("desired after restart: %v, %v", &ds, err)
+		}
+	case <-time.After(wait):
+		t.Fatal("no retained desired state after restart")
+	}
 	// Re-enrolling with the same token and a new key is a conflict.
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	req := &pb.EnrolRequest{Token: tok.Token, DeviceId: "dev-r", PublicKey: pub}
