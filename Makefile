@@ -4,7 +4,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X github.com/flotilla-edge/flotilla/agent.Version=$(VERSION)
+LDFLAGS := -s -w -X main.version=$(VERSION)
 CMDS := flotilla-agent flotilla-server flotctl flotilla-sim
 # Fuzz targets that also get a short coverage-guided run in `make test`:
 # the decoders every device and the control plane expose to the network.
