@@ -166,6 +166,13 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		if err = s.broker.Start(); err != nil {
 			return nil, err
 		}
+		// Every device connection died with the previous process, and its
+		// broker delivered no last wills.
+		if n, err := s.store.MarkAllOffline(ctx, cfg.Now().UnixMilli()); err != nil {
+			return nil, err
+		} else if n > 0 {
+			s.log.Info("devices marked offline until they reconnect", "devices", n)
+		}
 		regCfg.Credentials = embeddedCredentials{s.broker}
 		regCfg.MQTTURL = s.publicMQTTURL()
 		s.setRegistry(registry.New(regCfg))

@@ -87,3 +87,16 @@ func (s *Store) checkActive(ctx context.Context, id string) error {
 	}
 	return err
 }
+
+// MarkAllOffline marks every active online device offline as of at and
+// returns how many it changed. The control plane calls it when it starts
+// its embedded broker: every device connection died with the previous
+// process, and no last will was delivered for them.
+func (s *Store) MarkAllOffline(ctx context.Context, at int64) (int64, error) {
+	res, err := s.wdb.ExecContext(ctx, s.q(`UPDATE devices SET online = 0, status_changed_at = ?
+		WHERE online = 1 AND decommissioned_at = 0`), at)
+	if err != nil {
+		return 0, fmt.Errorf("mark all offline: %w", err)
+	}
+	return res.RowsAffected()
+}

@@ -59,3 +59,30 @@ func testEnrolTokenByHash(t *testing.T, s *store.Store) {
 	_, err = s.EnrolTokenByHash(ctx, Hash("unknown"))
 	wantErr(t, err, store.ErrNotFound)
 }
+
+func testMarkAllOffline(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	devs := Enrol(t, s, 3, nil)
+	for _, d := range devs[:2] {
+		if _, err := s.SetStatus(ctx, d.ID, true, now+1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.MarkAllOffline(ctx, now+2)
+	must(t, err)
+	if n != 2 {
+		t.Fatalf("changed %d devices, want 2", n)
+	}
+	for _, d := range devs {
+		if got := mustDevice(t, s, d.ID); got.Online {
+			t.Fatalf("%s still online", d.ID)
+		}
+	}
+	// A status older than the restart is ignored; a newer one applies.
+	if changed, err := s.SetStatus(ctx, devs[0].ID, true, now+1); err != nil || changed {
+		t.Fatalf("stale online applied: %v, %v", changed, err)
+	}
+	if changed, err := s.SetStatus(ctx, devs[0].ID, true, now+3); err != nil || !changed {
+		t.Fatalf("fresh online: %v, %v", changed, err)
+	}
+}

@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"Audit", testAudit},
 		{"MigrateIdempotent", testMigrateIdempotent},
 		{"DesiredRevision", testDesiredRevision},
+		{"MarkAllOffline", testMarkAllOffline},
 		{"EnrolTokenByHash", testEnrolTokenByHash},
 	}
 	for _, tt := range tests {
