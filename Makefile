@@ -27,10 +27,10 @@ test: deps ## run every test with -race, then short fuzz runs; prints per-packag
 	@$(MAKE) --no-print-directory test-go fuzz-short
 
 test-go:
-	@log=$$(mktemp); start=$$(date +%s); \
-	CI=$${CI:-} $(GO) test -race -count=1 -timeout 25m ./... 2>&1 | tee $$log; \
+	@log=$$(mktemp); start=$$(date +%s); rc=0; \
+	$(GO) test -race -count=1 -timeout 25m ./... 2>&1 | tee $$log || rc=$$?; \
 	echo; echo "== per-package test times (slowest first), total $$(( $$(date +%s) - start ))s"; \
-	grep -E '^(ok|FAIL)\s' $$log | awk '{print $$NF, $$2}' | sort -rn | head -25; rm -f $$log
+	grep -E '^(ok|FAIL)\s' $$log | awk '{print $$NF, $$2}' | sort -rn | head -25; rm -f $$log; exit $$rc
 
 fuzz-short:
 	@for f in $(FUZZ_SHORT); do \

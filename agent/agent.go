@@ -1,0 +1,188 @@
+// Package agent is the Flotilla device agent as a library: it enrols the
+// device with the control plane, keeps an MQTT session to the broker, and
+// serves the device's topics (birth, status, heartbeat, desired and reported
+// state, commands).
+//
+// Nothing here is global: the clock, the MQTT dialer, the HTTP client, the
+// logger, the metrics map and the host facts are injected through Config, so
+// one process can run many agents (the simulator, the tests) on a fake clock.
+//
+// Lifecycle of Run:
+//
+//	open state ─▶ enrolled? ──no──▶ enrol (retry transient, stop on refusal)
+//	                 │yes                    │
+//	                 ▼                       ▼
+//	        ┌──▶ connect (jittered backoff on failure)
+//	        │        │
+//	        │        ▼ subscribe desired/cmd/ack, publish birth, status ONLINE
+//	        │      serve: inbound messages, heartbeat
+//	        │        │
+//	        └─lost───┤
+//	                 ▼ ctx done
+//	        publish status OFFLINE "shutdown", disconnect
+//
+// Inbound messages are hostile: each is decoded by proto/wire against its
+// topic's limits; a malformed one, one for another device or on an unknown
+// topic is logged, counted and dropped, and changes nothing.
+package agent
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"expvar"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/flotilla-edge/flotilla/agent/enrol"
+	"github.com/flotilla-edge/flotilla/firmware/hostfacts"
+	"github.com/flotilla-edge/flotilla/proto/flotillapb"
+	"github.com/flotilla-edge/flotilla/proto/topic"
+)
+
+// DefaultHeartbeatInterval is used when Config.HeartbeatInterval is zero.
+const DefaultHeartbeatInterval = 30 * time.Second
+
+// Config configures one agent.
+type Config struct {
+	DataDir       string // the agent's data folder (state DB, key); required
+	DeviceID      string // required for enrolment; checked with topic.ValidID
+	ServerURL     string // https://host:port of the control-plane API, for enrolment
+	EnrolToken    string // bootstrap token, used once
+	CAFile        string // CA to trust on first contact, or:
+	CAFingerprint string // SHA-256 of the CA certificate's DER, hex (colons optional): pinned on first contact
+	MQTTURL       string // overrides the broker URL the server returned
+	TopicPrefix   string // overrides the topic prefix the server returned
+	Labels        map[string]string
+	Version       string // agent version reported in birth; "" = "dev"
+
+	HeartbeatInterval time.Duration // 0 = DefaultHeartbeatInterval
+	KeepAlive         time.Duration // MQTT keepalive; 0 = 30 s
+
+	Clock      Clock                    // nil = the real clock
+	Logger     *slog.Logger             // nil = discard
+	Metrics    *expvar.Map              // counters; nil = a fresh private map (never published)
+	Dialer     Dialer                   // nil = PahoDialer{}
+	HTTPClient *http.Client             // for enrolment; nil = built from CAFile/CAFingerprint
+	Facts      func() *flotillapb.Facts // nil = firmware/hostfacts on "/"
+}
+
+// Agent is one device agent. Create it with New and start it with Run.
+type Agent struct {
+	cfg     Config
+	clock   Clock
+	log     *slog.Logger
+	metrics *expvar.Map
+	dialer  Dialer
+	pin     []byte // parsed CAFingerprint, nil when not pinning
+	session uint64 // random per Agent: tells a restart from a reconnect
+	started time.Time
+	rng     *rand.Rand // used by Run's goroutine only
+
+	mu     sync.Mutex
+	status Status
+}
+
+// New checks cfg and returns an agent. It does no I/O.
+func New(cfg Config) (*Agent, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("agent: data folder is required")
+	}
+	if cfg.DeviceID != "" {
+		if err := topic.ValidID(cfg.DeviceID); err != nil {
+			return nil, fmt.Errorf("agent: device ID: %w", err)
+		}
+	}
+	if cfg.TopicPrefix != "" {
+		if _, err := topic.New(cfg.TopicPrefix); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+	}
+	if cfg.CAFile != "" && cfg.CAFingerprint != "" {
+		return nil, errors.New("agent: give a CA file or a CA fingerprint, not both")
+	}
+	a := &Agent{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, metrics: cfg.Metrics, dialer: cfg.Dialer}
+	if cfg.CAFingerprint != "" {
+		pin, err := enrol.ParseFingerprint(cfg.CAFingerprint)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		a.pin = pin
+	}
+	if a.clock == nil {
+		a.clock = realClock{}
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if a.metrics == nil {
+		a.metrics = new(expvar.Map).Init()
+	}
+	if a.dialer == nil {
+		a.dialer = PahoDialer{}
+	}
+	if a.cfg.HeartbeatInterval <= 0 {
+		a.cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if a.cfg.KeepAlive <= 0 {
+		a.cfg.KeepAlive = 30 * time.Second
+	}
+	if a.cfg.Version == "" {
+		a.cfg.Version = "dev"
+	}
+	if a.cfg.Facts == nil {
+		a.cfg.Facts = func() *flotillapb.Facts {
+			f, err := hostfacts.Discover("/")
+			if err != nil {
+				a.log.Debug("host facts incomplete", "err", err)
+			}
+			return f
+		}
+	}
+	var seed [16]byte
+	if _, err := crand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
+	a.session = a.rng.Uint64() | 1 // never 0
+	a.started = a.clock.Now()
+	a.status = Status{DeviceID: cfg.DeviceID, State: StateStopped, Session: a.session}
+	for _, k := range counterNames {
+		a.metrics.Add(k, 0)
+	}
+	return a, nil
+}
+
+// Run enrols the device if it has no credentials yet, connects to the
+// broker and serves until ctx is done; then it publishes status OFFLINE
+// ("shutdown") and disconnects. It returns nil after a clean shutdown, and an
+// error when the agent cannot go on: the state cannot be opened, or the
+// control plane refused enrolment (errors.Is with enrol.ErrUnauthorized,
+// ErrConflict, ErrGone, ErrInvalid, ErrFingerprint).
+func (a *Agent) Run(ctx context.Context) error {
+	db, err := a.openState(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	defer a.setState(StateStopped)
+
+	id, err := a.ensureEnrolled(ctx, db)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	s, err := a.newSession(ctx, db, id)
+	if err != nil {
+		return err
+	}
+	return s.run(ctx)
+}

@@ -1,0 +1,73 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func write(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "agent.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadFileThenEnv(t *testing.T) {
+	p := write(t, `
+data_dir = "/tmp/x"
+device_id = "press-17"
+server = "https://cp:8443"
+enrol_token = "from-file"
+heartbeat_interval = "10s"
+[labels]
+site = "plant-3"
+`)
+	env := map[string]string{"FLOTILLA_ENROL_TOKEN": "from-env", "FLOTILLA_LABELS": "line=a, shift=night"}
+	fc, err := LoadConfig(p, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc.DataDir != "/tmp/x" || fc.DeviceID != "press-17" || fc.EnrolToken != "from-env" ||
+		fc.HeartbeatInterval != 10*time.Second || fc.Labels["site"] != "plant-3" || fc.Labels["shift"] != "night" {
+		t.Errorf("config = %+v", fc)
+	}
+	if s := fc.String(); strings.Contains(s, "from-env") {
+		t.Errorf("String shows the token: %s", s)
+	}
+	ac, err := fc.Agent()
+	if err != nil || ac.ServerURL != "https://cp:8443" || ac.EnrolToken != "from-env" {
+		t.Errorf("Agent() = %+v, %v", ac, err)
+	}
+}
+
+func TestUnknownKeysRejected(t *testing.T) {
+	p := write(t, "device_id = \"a\"\nserver_url = \"https://x\"\n[labels]\nk = \"v\"\n[extra]\nx = 1\n")
+	_, err := LoadConfig(p, nil)
+	if err == nil || !strings.Contains(err.Error(), "server_url") || !strings.Contains(err.Error(), "extra") {
+		t.Errorf("LoadConfig = %v, want unknown keys server_url and extra", err)
+	}
+}
+
+func TestDefaultsAndBadEnv(t *testing.T) {
+	fc, err := LoadConfig("", nil)
+	if err != nil || fc.DataDir != DefaultDataDir {
+		t.Errorf("defaults = %+v, %v", fc, err)
+	}
+	_, err = LoadConfig("", func(k string) string {
+		if k == "FLOTILLA_HEARTBEAT_INTERVAL" {
+			return "soon"
+		}
+		return ""
+	})
+	if err == nil {
+		t.Error("bad duration accepted")
+	}
+	if _, err := LoadConfig(write(t, "device_id = 3\n"), nil); err == nil {
+		t.Error("wrong type accepted")
+	}
+}

@@ -1,0 +1,219 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/flotilla-edge/flotilla/agent/enrol"
+	"github.com/flotilla-edge/flotilla/agent/state"
+	"github.com/flotilla-edge/flotilla/proto/flotillapb"
+	"github.com/flotilla-edge/flotilla/proto/topic"
+)
+
+// shutdownTimeout bounds the OFFLINE publish on a clean shutdown.
+const shutdownTimeout = 5 * time.Second
+
+// session is the agent's life with one identity: the reconnect loop and the
+// connection it serves.
+type session struct {
+	a      *Agent
+	db     *state.DB
+	id     state.Identity
+	scheme topic.Scheme
+	url    string
+	tls    *tls.Config
+	inbox  *inbox
+}
+
+func (a *Agent) newSession(_ context.Context, db *state.DB, id state.Identity) (*session, error) {
+	prefix := id.TopicPrefix
+	if a.cfg.TopicPrefix != "" {
+		prefix = a.cfg.TopicPrefix
+	}
+	scheme, err := topic.New(prefix)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	url := id.MQTTURL
+	if a.cfg.MQTTURL != "" {
+		url = a.cfg.MQTTURL
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if len(id.CAPEM) > 0 {
+		if tc.RootCAs, err = enrol.CAPool(id.CAPEM); err != nil {
+			return nil, fmt.Errorf("agent: stored CA: %w", err)
+		}
+	}
+	if len(id.CertPEM) > 0 {
+		cert, err := clientCert(a.cfg.DataDir, id.CertPEM)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	ib := newInbox()
+	ib.dropped = func() { a.count(CounterInboundDropped) }
+	return &session{a: a, db: db, id: id, scheme: scheme, url: url, tls: tc, inbox: ib}, nil
+}
+
+// clientCert pairs the issued certificate chain with the device key.
+func clientCert(dir string, certPEM []byte) (tls.Certificate, error) {
+	key, err := state.LoadOrCreateKey(dir)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	var cert tls.Certificate
+	for rest := certPEM; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		if blk.Type == "CERTIFICATE" {
+			cert.Certificate = append(cert.Certificate, blk.Bytes)
+		}
+	}
+	if len(cert.Certificate) == 0 {
+		return tls.Certificate{}, errors.New("client certificate: no certificate in PEM")
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("client certificate: %w", err)
+	}
+	cert.Leaf, cert.PrivateKey = leaf, key
+	return cert, nil
+}
+
+// run connects, serves, and reconnects with full-jitter backoff until ctx
+// is done.
+func (s *session) run(ctx context.Context) error {
+	a := s.a
+	attempt := 0
+	for first := true; ; first = false {
+		if !first {
+			a.setState(StateConnecting)
+			d := Backoff(attempt, backoffBase, backoffCap, a.rng)
+			attempt++
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-a.clock.After(d):
+			}
+		}
+		a.setState(StateConnecting)
+		lost := make(chan error, 1)
+		conn, err := s.dial(ctx, lost)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			a.count(CounterConnectFailures)
+			a.update(func(st *Status) { st.LastError = err.Error() })
+			a.log.Warn("connect failed", "err", err, "attempt", attempt)
+			continue
+		}
+		attempt = 0
+		a.count(CounterConnects)
+		err = s.serve(ctx, conn, lost)
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.count(CounterReconnects)
+		a.update(func(st *Status) { st.LastError = err.Error() })
+		a.log.Warn("connection lost", "err", err)
+		s.a.journal(ctx, s.db, "warn", "mqtt.lost", err.Error())
+	}
+}
+
+func (s *session) dial(ctx context.Context, lost chan<- error) (Conn, error) {
+	will, err := s.statusMessage(flotillapb.Status_STATE_OFFLINE, "lost")
+	if err != nil {
+		return nil, err
+	}
+	return s.a.dialer.Dial(ctx, DialOptions{
+		URL:       s.url,
+		TLS:       s.tls,
+		ClientID:  s.id.DeviceID,
+		Username:  s.id.MQTTUsername,
+		Password:  s.id.MQTTPassword,
+		KeepAlive: s.a.cfg.KeepAlive,
+		Will:      will,
+		OnMessage: s.inbox.push,
+		OnLost: func(err error) {
+			if err == nil {
+				err = errors.New("connection lost")
+			}
+			select {
+			case lost <- err:
+			default:
+			}
+		},
+	})
+}
+
+// serve runs one connection until it is lost (returning why) or ctx is done
+// (shutting down cleanly and returning nil).
+func (s *session) serve(ctx context.Context, conn Conn, lost <-chan error) error {
+	a := s.a
+	if err := s.onConnect(ctx, conn); err != nil {
+		conn.Disconnect()
+		return err
+	}
+	a.setState(StateConnected)
+	a.log.Info("connected", "device", s.id.DeviceID, "broker", s.url)
+	hb := a.clock.After(a.cfg.HeartbeatInterval)
+	for {
+		select {
+		case <-ctx.Done():
+			s.shutdown(conn)
+			return nil
+		case err := <-lost:
+			return err
+		case <-s.inbox.ready:
+			for _, m := range s.inbox.drain() {
+				s.handle(ctx, conn, m)
+			}
+		case <-hb:
+			if err := s.publishHeartbeat(ctx, conn); err != nil {
+				a.log.Warn("heartbeat", "err", err)
+			}
+			hb = a.clock.After(a.cfg.HeartbeatInterval)
+		}
+	}
+}
+
+// onConnect subscribes to the device's inbound topics and announces it.
+func (s *session) onConnect(ctx context.Context, conn Conn) error {
+	filters := map[string]byte{}
+	for _, k := range []topic.Kind{topic.Desired, topic.Command, topic.Ack} {
+		filters[s.scheme.Device(k, s.id.DeviceID)] = 1
+	}
+	if err := conn.Subscribe(ctx, filters); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	return s.announce(ctx, conn)
+}
+
+// announce publishes birth and status ONLINE.
+func (s *session) announce(ctx context.Context, conn Conn) error {
+	if err := s.publishBirth(ctx, conn); err != nil {
+		return err
+	}
+	return s.publishStatus(ctx, conn, flotillapb.Status_STATE_ONLINE, "")
+}
+
+// shutdown publishes status OFFLINE ("shutdown") and disconnects cleanly, so
+// the broker drops the will.
+func (s *session) shutdown(conn Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := s.publishStatus(ctx, conn, flotillapb.Status_STATE_OFFLINE, "shutdown"); err != nil {
+		s.a.log.Warn("publish offline status", "err", err)
+	}
+	conn.Disconnect()
+	s.a.log.Info("disconnected", "device", s.id.DeviceID)
+}
