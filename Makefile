@@ -51,16 +51,18 @@ lint: ## gofmt, go vet, staticcheck, generated code in sync
 	@$(MAKE) --no-print-directory proto-check
 
 PROTOC_GEN_GO = $(shell $(GO) tool -n protoc-gen-go)
+PROTOC_GEN_GO_GRPC = $(shell $(GO) tool -n protoc-gen-go-grpc)
+PROTOC = protoc --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) \
+	--go_opt=module=github.com/flotilla-edge/flotilla --go-grpc_opt=module=github.com/flotilla-edge/flotilla \
+	-I proto proto/flotilla/v1/*.proto
 proto: ## regenerate proto/flotillapb from proto/flotilla/v1/*.proto
 	@command -v protoc >/dev/null || .ci/deps
-	protoc --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_out=. \
-		--go_opt=module=github.com/flotilla-edge/flotilla -I proto proto/flotilla/v1/*.proto
+	$(PROTOC) --go_out=. --go-grpc_out=.
 
 proto-check: ## fail if the committed generated code differs from a fresh generation
 	@command -v protoc >/dev/null || .ci/deps
 	@tmp=$$(mktemp -d); \
-	protoc --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_out=$$tmp \
-		--go_opt=module=github.com/flotilla-edge/flotilla -I proto proto/flotilla/v1/*.proto; \
+	$(PROTOC) --go_out=$$tmp --go-grpc_out=$$tmp; \
 	for f in $$tmp/proto/flotillapb/*.pb.go; do \
 		cmp -s $$f proto/flotillapb/$$(basename $$f) || { echo "proto/flotillapb/$$(basename $$f) is stale: run make proto"; rm -rf $$tmp; exit 1; }; \
 	done; \
