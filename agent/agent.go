@@ -40,9 +40,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/flotilla-edge/flotilla/agent/enrol"
 	"github.com/flotilla-edge/flotilla/firmware/hostfacts"
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
+	"github.com/flotilla-edge/flotilla/proto/pin"
 	"github.com/flotilla-edge/flotilla/proto/topic"
 )
 
@@ -109,11 +109,11 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, metrics: cfg.Metrics, dialer: cfg.Dialer}
 	if cfg.CAFingerprint != "" {
-		pin, err := enrol.ParseFingerprint(cfg.CAFingerprint)
+		p, err := pin.Parse(cfg.CAFingerprint)
 		if err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
-		a.pin = pin
+		a.pin = p
 	}
 	if a.clock == nil {
 		a.clock = realClock{}

@@ -10,6 +10,7 @@ import (
 	"github.com/flotilla-edge/flotilla/agent/enrol"
 	"github.com/flotilla-edge/flotilla/agent/state"
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
+	"github.com/flotilla-edge/flotilla/proto/pin"
 	"github.com/flotilla-edge/flotilla/proto/topic"
 	"github.com/flotilla-edge/flotilla/proto/wire"
 )
@@ -78,7 +79,7 @@ func TestEnrolConnectAndShutdown(t *testing.T) {
 func TestWrongFingerprintRefusesToEnrol(t *testing.T) {
 	srv := agenttest.New(t)
 	cfg := testConfig(t, srv, "dev-1")
-	cfg.CAFingerprint = enrol.Fingerprint([]byte("some other CA"))
+	cfg.CAFingerprint = pin.Fingerprint([]byte("some other CA"))
 	r := start(t, cfg)
 	err := r.wait(t)
 	if !errors.Is(err, enrol.ErrFingerprint) {

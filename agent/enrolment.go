@@ -12,6 +12,7 @@ import (
 
 	"github.com/flotilla-edge/flotilla/agent/enrol"
 	"github.com/flotilla-edge/flotilla/agent/state"
+	"github.com/flotilla-edge/flotilla/proto/pin"
 )
 
 // ErrNotConfigured is returned by Run when the device is not enrolled and
@@ -146,7 +147,7 @@ func (a *Agent) enrolClient() (*http.Client, error) {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
 	case a.pin != nil:
-		tc = enrol.PinnedTLS(a.pin)
+		tc = pin.TLSConfig(a.pin)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc

@@ -22,7 +22,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
-	"github.com/flotilla-edge/flotilla/agent/enrol"
+	"github.com/flotilla-edge/flotilla/proto/pin"
 	"github.com/flotilla-edge/flotilla/proto/topic"
 )
 
@@ -101,7 +101,7 @@ func (s *Server) Token() string { return s.token }
 func (s *Server) CAPEM() []byte { return s.ca.pem }
 
 // CAFingerprint returns the CA certificate's SHA-256 fingerprint.
-func (s *Server) CAFingerprint() string { return enrol.Fingerprint(s.ca.cert.Raw) }
+func (s *Server) CAFingerprint() string { return pin.Fingerprint(s.ca.cert.Raw) }
 
 // Scheme returns the topic scheme the fake serves.
 func (s *Server) Scheme() topic.Scheme { return s.scheme }

@@ -13,23 +13,6 @@ import (
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 )
 
-func TestFingerprintRoundTrip(t *testing.T) {
-	fp := Fingerprint([]byte("cert"))
-	if len(fp) != 95 || strings.ToUpper(fp) != fp {
-		t.Errorf("Fingerprint = %q", fp)
-	}
-	for _, s := range []string{fp, strings.ToLower(fp), strings.ReplaceAll(fp, ":", "")} {
-		if _, err := ParseFingerprint(s); err != nil {
-			t.Errorf("ParseFingerprint(%q) = %v", s, err)
-		}
-	}
-	for _, s := range []string{"", "AB:CD", "zz" + fp[2:]} {
-		if _, err := ParseFingerprint(s); err == nil {
-			t.Errorf("ParseFingerprint(%q) accepted", s)
-		}
-	}
-}
-
 func TestNewRequestValidates(t *testing.T) {
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	req := NewRequest(priv, "dev-1", "tok", &flotillapb.Facts{Os: "linux"}, map[string]string{"a": "b"})

@@ -1,13 +1,12 @@
 package pki
 
 import (
+	"github.com/flotilla-edge/flotilla/proto/pin"
+
 	"crypto"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
-	"strings"
 )
 
 // ErrNoCAKey is returned by [Authority.IssueDeviceCert] when the authority
@@ -34,17 +33,9 @@ func (a *Authority) Fingerprint() string {
 }
 
 // Fingerprint formats the SHA-256 of a certificate's DER the way
-// [Authority.Fingerprint] does.
+// [Authority.Fingerprint] does (proto/pin's form).
 func Fingerprint(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.Raw)
-	var b strings.Builder
-	for i, c := range sum {
-		if i > 0 {
-			b.WriteByte(':')
-		}
-		fmt.Fprintf(&b, "%02X", c)
-	}
-	return b.String()
+	return pin.Fingerprint(cert.Raw)
 }
 
 // CAPEM returns the PEM of the certificates devices should trust (a copy).
