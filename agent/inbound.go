@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/topic"
@@ -48,6 +49,9 @@ func (s *session) onDesired(ctx context.Context, conn Conn, m Message) {
 		return
 	}
 	cur := s.a.Status().DesiredRevision
+	if ds.GetRevision() >= cur {
+		s.applyHints(ds.GetHints())
+	}
 	switch rev := ds.GetRevision(); {
 	case rev == cur:
 		s.a.log.Debug("desired state already accepted", "revision", rev)
@@ -120,4 +124,30 @@ func (s *session) onAck(m Message) {
 	}
 	// The telemetry buffer consumes acknowledgements once it exists.
 	s.a.count(CounterAcks)
+}
+
+// Bounds on the heartbeat interval a desired state may hint: a wrong hint
+// must neither flood the broker nor make a device look dead.
+const (
+	minHeartbeatHint = 5 * time.Second
+	maxHeartbeatHint = time.Hour
+)
+
+// applyHints takes the unsigned hints of the current desired state (also
+// when it is the retained copy of one already accepted, so a hint survives
+// an agent restart). Hints grant nothing; out-of-range ones are ignored.
+func (s *session) applyHints(h *flotillapb.DesiredHints) {
+	want := s.a.cfg.HeartbeatInterval
+	if secs := h.GetHeartbeatIntervalS(); secs != 0 {
+		d := time.Duration(secs) * time.Second
+		if d < minHeartbeatHint || d > maxHeartbeatHint {
+			s.a.log.Warn("ignored heartbeat hint out of range", "hint", d, "min", minHeartbeatHint, "max", maxHeartbeatHint)
+		} else {
+			want = d
+		}
+	}
+	if want != s.heartbeat {
+		s.a.log.Info("heartbeat interval", "interval", want)
+		s.heartbeat, s.rearm = want, true
+	}
 }

@@ -124,3 +124,44 @@ func TestCommands(t *testing.T) {
 		return c[CounterAcks] == 1 && c[CounterMalformed] == 1
 	})
 }
+
+// TestHeartbeatHint: the desired state's heartbeat hint replaces the
+// configured interval at once; an out-of-range hint is ignored, leaving the
+// configured interval.
+func TestHeartbeatHint(t *testing.T) {
+	srv := agenttest.New(t)
+	clock := agenttest.NewClock(time.Unix(1_700_000_000, 0))
+	cfg := testConfig(t, srv, "dev-hb")
+	cfg.Clock = clock
+	cfg.HeartbeatInterval = 10 * time.Second
+	r := start(t, cfg)
+	eventually(t, "connected", func() bool { return r.Status().State == StateConnected })
+	eventually(t, "heartbeat timer", func() bool { return clock.Waiters() > 0 })
+	w0 := clock.Waiters()
+	beats := func() int64 { return r.Status().Counters[CounterHeartbeats] }
+
+	srv.PublishDesired(&flotillapb.DesiredState{DeviceId: "dev-hb", Revision: 1, Hints: &flotillapb.DesiredHints{HeartbeatIntervalS: 60}})
+	eventually(t, "a 60 s timer beside the abandoned 10 s one", func() bool { return clock.Waiters() == w0+1 })
+	// With the configured 10 s, 59 s would hold five heartbeats; with the
+	// 60 s hint, none.
+	clock.Advance(59 * time.Second)
+	time.Sleep(200 * time.Millisecond)
+	if n := beats(); n != 0 {
+		t.Fatalf("%d heartbeats within 59 s of a 60 s hint", n)
+	}
+	clock.Advance(time.Second)
+	eventually(t, "heartbeat at 60 s", func() bool { return beats() == 1 })
+	eventually(t, "timer re-armed", func() bool { return clock.Waiters() == w0 })
+
+	// A hint of 1 s is out of range and ignored: the configured 10 s
+	// applies again.
+	srv.PublishDesired(&flotillapb.DesiredState{DeviceId: "dev-hb", Revision: 2, Hints: &flotillapb.DesiredHints{HeartbeatIntervalS: 1}})
+	eventually(t, "a 10 s timer beside the abandoned 60 s one", func() bool { return clock.Waiters() == w0+1 })
+	clock.Advance(9 * time.Second)
+	time.Sleep(200 * time.Millisecond)
+	if n := beats(); n != 1 {
+		t.Fatalf("%d heartbeats within 9 s: the 1 s hint was applied", n)
+	}
+	clock.Advance(time.Second)
+	eventually(t, "heartbeat at 10 s", func() bool { return beats() == 2 })
+}

@@ -28,6 +28,12 @@ type session struct {
 	url    string
 	tls    *tls.Config
 	inbox  *inbox
+
+	// heartbeat is the interval in force: the configured one, or the
+	// control plane's hint from the desired state. rearm asks the serve
+	// loop to restart its timer with it.
+	heartbeat time.Duration
+	rearm     bool
 }
 
 func (a *Agent) newSession(_ context.Context, db *state.DB, id state.Identity) (*session, error) {
@@ -58,7 +64,7 @@ func (a *Agent) newSession(_ context.Context, db *state.DB, id state.Identity) (
 	}
 	ib := newInbox()
 	ib.dropped = func() { a.count(CounterInboundDropped) }
-	return &session{a: a, db: db, id: id, scheme: scheme, url: url, tls: tc, inbox: ib}, nil
+	return &session{a: a, db: db, id: id, scheme: scheme, url: url, tls: tc, inbox: ib, heartbeat: a.cfg.HeartbeatInterval}, nil
 }
 
 // clientCert pairs the issued certificate chain with the device key.
@@ -165,7 +171,7 @@ func (s *session) serve(ctx context.Context, conn Conn, lost <-chan error) error
 	}
 	a.setState(StateConnected)
 	a.log.Info("connected", "device", s.id.DeviceID, "broker", s.url)
-	hb := a.clock.After(a.cfg.HeartbeatInterval)
+	hb := a.clock.After(s.heartbeat)
 	for {
 		select {
 		case <-ctx.Done():
@@ -177,11 +183,15 @@ func (s *session) serve(ctx context.Context, conn Conn, lost <-chan error) error
 			for _, m := range s.inbox.drain() {
 				s.handle(ctx, conn, m)
 			}
+			if s.rearm {
+				s.rearm = false
+				hb = a.clock.After(s.heartbeat)
+			}
 		case <-hb:
 			if err := s.publishHeartbeat(ctx, conn); err != nil {
 				a.log.Warn("heartbeat", "err", err)
 			}
-			hb = a.clock.After(a.cfg.HeartbeatInterval)
+			hb = a.clock.After(s.heartbeat)
 		}
 	}
 }
