@@ -22,7 +22,7 @@ var interesting = map[string]string{
 	"sse4_1": "sse4.1", "sse4_2": "sse4.2", "avx": "avx", "avx2": "avx2", "fma": "fma",
 	"f16c": "f16c", "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512vl": "avx512vl",
 	"avx512_vnni": "avx512vnni", "avx512_bf16": "avx512bf16", "avx_vnni": "avxvnni",
-	"amx_tile": "amx", "amx_bf16": "amx-bf16", "amx_int8": "amx-int8",
+	"avx512_fp16": "avx512fp16", "amx_tile": "amx", "amx_bf16": "amx-bf16", "amx_int8": "amx-int8",
 	// arm: "neon" on 32-bit kernels, "asimd" (Advanced SIMD) on arm64.
 	"neon": "neon", "asimd": "neon", "asimdhp": "fp16", "fphp": "fp16", "asimddp": "dotprod",
 	"sve": "sve", "sve2": "sve2", "i8mm": "i8mm", "bf16": "bf16", "vfpv4": "vfpv4",

@@ -5,28 +5,33 @@
 //
 // Each probe reads files under a root folder ("/" on a device), so tests run
 // on recorded /proc trees in testdata. Linux reads /proc; other systems
-// report only what the Go runtime knows. Accelerators and runtimes are
-// discovered elsewhere and left empty here.
+// report only what the Go runtime knows. Accelerators come from
+// firmware/accel's probes on the same root; runtimes are discovered by the
+// agent and left empty here.
 package hostfacts
 
 import (
+	"errors"
 	"runtime"
 	"runtime/debug"
 
+	"github.com/flotilla-edge/flotilla/firmware/accel"
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 )
 
 // Discover probes the host whose filesystem is mounted at root ("/" for the
-// running system). A missing or unreadable file leaves its fact empty; the
-// error reports what could not be read, and the facts returned are still
-// usable.
+// running system), accelerators included (accel.Discover). A missing or
+// unreadable file leaves its fact empty; the error reports what could not be
+// read, and the facts returned are still usable.
 func Discover(root string) (*flotillapb.Facts, error) {
 	f := &flotillapb.Facts{
 		Os:   runtime.GOOS,
 		Arch: Arch(runtime.GOARCH, goarm()),
 	}
 	err := discover(root, f)
-	return f, err
+	accels, aerr := accel.Discover(root)
+	f.Accelerators = accels
+	return f, errors.Join(err, aerr)
 }
 
 // Arch renders an architecture the way Facts carry it: GOARCH, with the ARM
