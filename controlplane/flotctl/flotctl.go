@@ -86,6 +86,12 @@ func run(ctx context.Context, args []string, env Env) error {
 		fs.Usage()
 		return fmt.Errorf("%w: no command", errUsage)
 	}
+	if rest[0] == "bundle" { // local: needs no server
+		return bundleCmd(out{w: env.Stdout, json: g.json}, env.Stderr, rest[1:])
+	}
+	if rest[0] == "keys" || rest[0] == "release" { // offline: operator keys, no server
+		return offlineCommand(env, rest)
+	}
 	c, err := g.client(rest[0] == "help")
 	if err != nil {
 		return err
