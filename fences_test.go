@@ -11,6 +11,11 @@ const module = "github.com/flotilla-edge/flotilla"
 // TestDependencyFences keeps the architecture honest: the agent and the
 // control plane share only proto/, proto/ depends on nothing of ours
 // outside itself, and no shipped binary links the testing package.
+//
+// The fences hold for shipped code. Tests may cross them on purpose: the
+// agent's trust and chunk-store tests use controlplane/release and
+// controlplane/bundle to produce the real artefacts a device receives,
+// rather than hand-made imitations of them.
 func TestDependencyFences(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps=false", "-f", "{{.ImportPath}}\t{{join .Deps \" \"}}", "./...").CombinedOutput()
 	if err != nil {
