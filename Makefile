@@ -6,24 +6,41 @@ BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 CMDS := flotilla-agent flotilla-server flotctl flotilla-sim
+# The ONNX Runtime plugin: the one cgo binary (libonnxruntime is loaded at
+# run time). ORT_LIB is the library `make deps` caches; tests and the plugin
+# read it from FLOTILLA_ORT_LIB.
+PLUGINS := flotilla-runtime-onnx
+ORT_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x64)
+ORT_LIB ?= $(or $(FLOTILLA_ORT_LIB),$(HOME)/.cache/flotilla/onnxruntime/1.30.0/linux-$(ORT_ARCH)/libonnxruntime.so.1)
+export FLOTILLA_ORT_LIB := $(ORT_LIB)
 # Fuzz targets that also get a short coverage-guided run in `make test`:
 # the decoders every device and the control plane expose to the network.
 FUZZ_SHORT := FuzzDesired FuzzBirth FuzzTelemetry
 FUZZTIME ?= 10s
 
-.PHONY: help build test test-go fuzz-short demo bench soak lint proto proto-check cross deps clean
+WASM_GUESTS := mlp misbehave nndigits nnprobe
+
+.PHONY: wasm-guests help build test test-go fuzz-short demo bench soak lint proto proto-check cross deps clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
-build: ## build every binary into bin/
+build: wasm-guests ## build every binary into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	CGO_ENABLED=1 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(PLUGINS))
 
-deps: ## install on Debian what the tests need (mosquitto, protoc), when missing
+wasm-guests: ## build the example WASM guests into runtime/wasm/testdata/build/ (tests build their own)
+	@mkdir -p runtime/wasm/testdata/build
+	@for g in $(WASM_GUESTS); do \
+		GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0 $(GO) build -buildmode=c-shared \
+			-o runtime/wasm/testdata/build/$$g.wasm ./runtime/wasm/testdata/guests/$$g; \
+	done
+
+deps: ## install on Debian what the tests need (mosquitto, protoc, onnx test data; libonnxruntime into ~/.cache), when missing
 	@.ci/deps
 
-test: deps ## run every test with -race, then short fuzz runs; prints per-package times
+test: deps wasm-guests ## run every test with -race, then short fuzz runs; prints per-package times
 	@$(MAKE) --no-print-directory test-go fuzz-short
 
 test-go:

@@ -1,0 +1,21 @@
+// Package native runs inference runtimes that need native code (ONNX
+// Runtime) in separate processes, through hashicorp/go-plugin over gRPC, so
+// a crash in native code kills a plugin and never the agent. The package is
+// cgo-free; the agent imports it.
+//
+// Both sides of the plugin protocol live here:
+//   - the plugin side: Serve(rt) in a plugin binary's main serves any
+//     runtime.Runtime as the flotillapb.Runtime gRPC service
+//     (cmd/flotilla-runtime-onnx serves runtime/onnx);
+//   - the host side: Open discovers the flotilla-runtime-* binaries in a
+//     folder, starts each with a versioned handshake, negotiates its
+//     capabilities with Describe, and supervises it. A Plugin is a
+//     runtime.Runtime.
+//
+// When a plugin process dies, the crash is counted, the process restarted
+// (with backoff) and every model loaded through it reloaded on the new
+// process. Meanwhile, and for a call in flight when it died, Infer fails
+// with runtime.ErrUnavailable; it never blocks waiting for the restart, so
+// the caller (the agent's health check, the inference API) decides whether
+// to retry. Once the reload is done the same Model works again.
+package native

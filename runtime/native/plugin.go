@@ -1,0 +1,74 @@
+package native
+
+import (
+	"context"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/flotilla-edge/flotilla/proto/flotillapb"
+	"github.com/flotilla-edge/flotilla/runtime"
+)
+
+// ProtocolVersion is the plugin protocol's version, negotiated in the
+// go-plugin handshake and repeated in DescribeResponse.
+//
+// History:
+//   - 1 (2026): Describe, Load, Unload, Infer; tensors inline in messages.
+const ProtocolVersion = 1
+
+// BinaryPrefix starts the file name of every runtime plugin binary.
+const BinaryPrefix = "flotilla-runtime-"
+
+// MaxMessageBytes bounds a gRPC message between host and plugin: tensors
+// travel inline, so the 4 MiB default is far too small (a mobilenet batch
+// of 8 is 4.8 MiB).
+const MaxMessageBytes = 512 << 20
+
+// pluginName is the one plugin a runtime binary serves.
+const pluginName = "runtime"
+
+// Handshake keeps a plugin binary from running by accident and a host from
+// talking to something that is not a Flotilla runtime.
+var Handshake = plugin.HandshakeConfig{
+	ProtocolVersion:  ProtocolVersion,
+	MagicCookieKey:   "FLOTILLA_RUNTIME_PLUGIN",
+	MagicCookieValue: "c0f1d5a8-runtime-v1",
+}
+
+// GRPCPlugin is the go-plugin definition of a runtime plugin: the plugin
+// process serves Impl, the host gets a flotillapb.RuntimeClient.
+type GRPCPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	Impl runtime.Runtime // plugin side only
+}
+
+// GRPCServer registers the runtime service (plugin side).
+func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	flotillapb.RegisterRuntimeServer(s, NewServer(p.Impl))
+	return nil
+}
+
+// GRPCClient returns a flotillapb.RuntimeClient (host side).
+func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return flotillapb.NewRuntimeClient(c), nil
+}
+
+func pluginSets(impl runtime.Runtime) map[int]plugin.PluginSet {
+	return map[int]plugin.PluginSet{ProtocolVersion: {pluginName: &GRPCPlugin{Impl: impl}}}
+}
+
+// Serve serves rt as a runtime plugin; a plugin binary's main calls it. It
+// returns when the host goes away. Run by hand, it says it is a plugin and
+// exits.
+func Serve(rt runtime.Runtime, logger hclog.Logger) {
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: pluginSets(rt),
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes))...)
+		},
+		Logger: logger,
+	})
+}
