@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -22,6 +23,12 @@ const (
 	DefaultMaxPending    = 1024
 	DefaultConnectTime   = 10 * time.Second
 	DefaultSessionExpiry = 7 * 24 * time.Hour
+	// DefaultMaxQueued bounds each client's outbound queue (mochi's default
+	// is 8192 packets: 2 GiB of 256 KiB chunks for one stalled device).
+	DefaultMaxQueued = 256
+	// DefaultMaxInflight bounds the QoS 1 messages held for each client,
+	// sent and unacknowledged or queued while it is offline.
+	DefaultMaxInflight = 1024
 )
 
 // Config configures an embedded broker.
@@ -48,6 +55,15 @@ type Config struct {
 	// messages) of a client that connected with clean session off outlives
 	// its connection. 0 means DefaultSessionExpiry.
 	SessionExpiry time.Duration
+	// MaxQueued caps the packets waiting to be written to one client; when
+	// it is full, further messages to that client are dropped (counted in
+	// Stats.Dropped) instead of queued without bound. A bundle wave relies
+	// on it: a slow device loses wave chunks and repairs them later. 0
+	// means DefaultMaxQueued.
+	MaxQueued int
+	// MaxInflight caps the QoS 1 messages held for one client; 0 means
+	// DefaultMaxInflight.
+	MaxInflight int
 }
 
 // Embedded is the in-process MQTT broker.
@@ -87,6 +103,15 @@ func New(cfg Config) (*Embedded, error) {
 	if cfg.SessionExpiry <= 0 {
 		cfg.SessionExpiry = DefaultSessionExpiry
 	}
+	if cfg.MaxQueued <= 0 {
+		cfg.MaxQueued = DefaultMaxQueued
+	}
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = DefaultMaxInflight
+	}
+	if cfg.MaxQueued > math.MaxInt32 || cfg.MaxInflight > math.MaxUint16 {
+		return nil, fmt.Errorf("broker: MaxQueued %d or MaxInflight %d too large", cfg.MaxQueued, cfg.MaxInflight)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -117,6 +142,8 @@ func serverOptions(cfg Config, log *slog.Logger) *mqtt.Options {
 	// retained for as long as the device exists.
 	caps.MaximumMessageExpiryInterval = 0
 	caps.MaximumSessionExpiryInterval = uint32(cfg.SessionExpiry / time.Second)
+	caps.MaximumClientWritesPending = int32(cfg.MaxQueued)
+	caps.MaximumInflight = uint16(cfg.MaxInflight)
 	// mochi checks the ACL before resolving an inbound topic alias; with
 	// aliases off every publish is checked on its real topic.
 	caps.TopicAliasMaximum = 0

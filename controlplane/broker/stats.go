@@ -12,6 +12,7 @@ type Stats struct {
 	RefusedSubscribes uint64 // SUBSCRIBE filters refused
 	Shed              uint64 // connections closed at accept: MaxPending reached
 	Kicked            uint64 // connections dropped by Disconnect
+	Dropped           uint64 // messages dropped: the receiving client's queue was full (MaxQueued)
 }
 
 type counters struct {
@@ -31,5 +32,6 @@ func (e *Embedded) Stats() Stats {
 		RefusedSubscribes: e.stats.refusedSubscribes.Load(),
 		Shed:              e.stats.shed.Load(),
 		Kicked:            e.stats.kicked.Load(),
+		Dropped:           uint64(atomic.LoadInt64(&e.server.Info.MessagesDropped)),
 	}
 }
