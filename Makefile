@@ -55,8 +55,9 @@ fuzz-short:
 		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./proto/wire/ | tail -2; \
 	done
 
-bench: ## run the benchmarks (not in CI); figures go into docs/benchmarks.md
+bench: wasm-guests ## run the benchmarks (not in CI); figures go into docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	FLOTILLA_BENCH=1 $(GO) test ./controlplane/delivery -run TestDeliveryBenchmark -v -timeout 30m
 
 soak: ## long load runs, never in CI
 	FLOTILLA_SOAK=1 $(GO) test -run Soak -timeout 2h -v ./...
