@@ -14,8 +14,10 @@
 //	                 ▼                       ▼
 //	        ┌──▶ connect (jittered backoff on failure)
 //	        │        │
-//	        │        ▼ subscribe desired/cmd/ack, publish birth, status ONLINE
+//	        │        ▼ subscribe desired/cmd/ack/release-meta, publish birth, status ONLINE
 //	        │      serve: inbound messages, heartbeat
+//	        │        ╎ desired state or release metadata → the staging worker
+//	        │        ╎ (its own goroutine, agent/install): verify, fetch, stage
 //	        │        │
 //	        └─lost───┤
 //	                 ▼ ctx done
@@ -40,6 +42,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flotilla-edge/flotilla/agent/fetch"
+	"github.com/flotilla-edge/flotilla/agent/install"
 	"github.com/flotilla-edge/flotilla/firmware/hostfacts"
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/pin"
@@ -71,6 +75,15 @@ type Config struct {
 	Dialer     Dialer                   // nil = PahoDialer{}
 	HTTPClient *http.Client             // for enrolment; nil = built from CAFile/CAFingerprint
 	Facts      func() *flotillapb.Facts // nil = firmware/hostfacts on "/"
+
+	// Bundle staging (agent/install, in DataDir/bundles). Stager is told
+	// of each bundle staged in an inactive slot and Slots says which slot
+	// is active; agent/lifecycle provides both. Nil: staging ends at
+	// "staged", with slot a taken as inactive.
+	Stager install.Stager
+	Slots  install.Slots
+	// Fetch tunes bundle downloads; zero values take agent/fetch's defaults.
+	Fetch fetch.Options
 }
 
 // Agent is one device agent. Create it with New and start it with Run.

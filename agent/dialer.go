@@ -44,6 +44,8 @@ type Conn interface {
 	Publish(ctx context.Context, m Message) error
 	// Subscribe subscribes to each topic filter at its QoS.
 	Subscribe(ctx context.Context, filters map[string]byte) error
+	// Unsubscribe ends subscriptions to the topic filters.
+	Unsubscribe(ctx context.Context, filters ...string) error
 	// Disconnect closes the connection cleanly: the broker drops the will.
 	Disconnect()
 	IsConnected() bool

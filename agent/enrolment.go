@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flotilla-edge/flotilla/agent/enrol"
+	"github.com/flotilla-edge/flotilla/agent/install"
 	"github.com/flotilla-edge/flotilla/agent/state"
 	"github.com/flotilla-edge/flotilla/proto/pin"
 )
@@ -91,6 +92,11 @@ func (a *Agent) ensureEnrolled(ctx context.Context, db *state.DB) (state.Identit
 			}
 			if id.MQTTUsername == "" {
 				id.MQTTUsername = id.DeviceID
+			}
+			// The bundle trust roots, before the identity: a crash between
+			// the two re-enrols and writes them again.
+			if err := install.Provision(stagingDir(a.cfg.DataDir), resp.GetReleaseRoot(), resp.GetDirectorRoot()); err != nil {
+				return state.Identity{}, fmt.Errorf("agent: %w", err)
 			}
 			if err := db.SaveIdentity(ctx, id); err != nil {
 				return state.Identity{}, fmt.Errorf("agent: %w", err)

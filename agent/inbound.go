@@ -16,6 +16,10 @@ func (s *session) handle(ctx context.Context, conn Conn, m Message) {
 	s.a.count(CounterReceived)
 	s.a.contact()
 	kind, id, ok := s.scheme.Parse(m.Topic)
+	if ok && kind == topic.ReleaseMeta {
+		s.onReleaseMeta(m)
+		return
+	}
 	if !ok || id != s.id.DeviceID {
 		s.drop(m, errors.New("not one of this device's topics"))
 		return
@@ -51,6 +55,7 @@ func (s *session) onDesired(ctx context.Context, conn Conn, m Message) {
 	cur := s.a.Status().DesiredRevision
 	if ds.GetRevision() >= cur {
 		s.applyHints(ds.GetHints())
+		s.stage.setDirector(ds.GetDirectorMetadata())
 	}
 	switch rev := ds.GetRevision(); {
 	case rev == cur:

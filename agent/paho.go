@@ -142,6 +142,10 @@ func (p *pahoConn) Subscribe(ctx context.Context, filters map[string]byte) error
 	return nil
 }
 
+func (p *pahoConn) Unsubscribe(ctx context.Context, filters ...string) error {
+	return wait(ctx, p.c.Unsubscribe(filters...), p.timeout, p.lost)
+}
+
 func (p *pahoConn) Disconnect()       { p.c.Disconnect(250) }
 func (p *pahoConn) IsConnected() bool { return p.c.IsConnectionOpen() }
 

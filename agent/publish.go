@@ -89,12 +89,15 @@ func (s *session) publishHeartbeat(ctx context.Context, conn Conn) error {
 }
 
 // publishReported reports what the device runs, answering the accepted
-// desired revision. Models are filled in by the model lifecycle.
+// desired revision: per model, what is staged and the last refusal
+// (agent/install). The model lifecycle fills in what is active.
 func (s *session) publishReported(ctx context.Context, conn Conn) error {
+	models := s.stage.models()
 	return s.publish(ctx, conn, topic.Reported, &flotillapb.ReportedState{
 		DeviceId:        s.id.DeviceID,
 		SentAtMs:        s.nowMS(),
 		DesiredRevision: s.a.Status().DesiredRevision,
 		AgentVersion:    s.a.cfg.Version,
+		Models:          models,
 	})
 }

@@ -7,9 +7,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/flotilla-edge/flotilla/agent/enrol"
+	"github.com/flotilla-edge/flotilla/agent/install"
 	"github.com/flotilla-edge/flotilla/agent/state"
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/topic"
@@ -34,6 +36,49 @@ type session struct {
 	// loop to restart its timer with it.
 	heartbeat time.Duration
 	rearm     bool
+
+	stage *stager // runs agent/install beside the serve loop
+
+	connMu sync.Mutex
+	conn   Conn                    // the live connection, nil between connections
+	routes map[string]func([]byte) // topic → handler, bypassing the inbox (bundle topics)
+}
+
+// current is the live connection, or nil.
+func (s *session) current() Conn {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	return s.conn
+}
+
+func (s *session) setCurrent(c Conn) {
+	s.connMu.Lock()
+	s.conn = c
+	s.connMu.Unlock()
+}
+
+// route sends messages on topic name to deliver (nil: back to the inbox).
+func (s *session) route(name string, deliver func([]byte)) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if deliver == nil {
+		delete(s.routes, name)
+		return
+	}
+	s.routes[name] = deliver
+}
+
+// onMessage is the MQTT client's handler: routed topics go straight to
+// their handler (which must not block), the rest to the inbox.
+func (s *session) onMessage(name string, payload []byte) {
+	s.connMu.Lock()
+	deliver := s.routes[name]
+	s.connMu.Unlock()
+	if deliver != nil {
+		deliver(payload)
+		return
+	}
+	s.inbox.push(name, payload)
 }
 
 func (a *Agent) newSession(_ context.Context, db *state.DB, id state.Identity) (*session, error) {
@@ -64,7 +109,11 @@ func (a *Agent) newSession(_ context.Context, db *state.DB, id state.Identity) (
 	}
 	ib := newInbox()
 	ib.dropped = func() { a.count(CounterInboundDropped) }
-	return &session{a: a, db: db, id: id, scheme: scheme, url: url, tls: tc, inbox: ib, heartbeat: a.cfg.HeartbeatInterval}, nil
+	s := &session{a: a, db: db, id: id, scheme: scheme, url: url, tls: tc, inbox: ib, heartbeat: a.cfg.HeartbeatInterval,
+		routes: map[string]func([]byte){}}
+	s.stage = newStager(s, install.Config{Dir: stagingDir(a.cfg.DataDir), DeviceID: id.DeviceID, Scheme: scheme,
+		Stager: a.cfg.Stager, Slots: a.cfg.Slots, Fetch: a.cfg.Fetch, Now: a.clock.Now, Logger: a.log.With("component", "install")})
+	return s, nil
 }
 
 // clientCert pairs the issued certificate chain with the device key.
@@ -98,6 +147,12 @@ func clientCert(dir string, certPEM []byte) (tls.Certificate, error) {
 // is done.
 func (s *session) run(ctx context.Context) error {
 	a := s.a
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.stage.run(ctx)
+	}()
+	defer func() { <-done }()
 	attempt := 0
 	for first := true; ; first = false {
 		if !first {
@@ -148,7 +203,7 @@ func (s *session) dial(ctx context.Context, lost chan<- error) (Conn, error) {
 		Password:  s.id.MQTTPassword,
 		KeepAlive: s.a.cfg.KeepAlive,
 		Will:      will,
-		OnMessage: s.inbox.push,
+		OnMessage: s.onMessage,
 		OnLost: func(err error) {
 			if err == nil {
 				err = errors.New("connection lost")
@@ -169,6 +224,9 @@ func (s *session) serve(ctx context.Context, conn Conn, lost <-chan error) error
 		conn.Disconnect()
 		return err
 	}
+	s.setCurrent(conn)
+	defer s.setCurrent(nil)
+	s.stage.poke() // resume an interrupted staging
 	a.setState(StateConnected)
 	a.log.Info("connected", "device", s.id.DeviceID, "broker", s.url)
 	hb := a.clock.After(s.heartbeat)
@@ -202,6 +260,7 @@ func (s *session) onConnect(ctx context.Context, conn Conn) error {
 	for _, k := range []topic.Kind{topic.Desired, topic.Command, topic.Ack} {
 		filters[s.scheme.Device(k, s.id.DeviceID)] = 1
 	}
+	filters[s.scheme.Fleet(topic.ReleaseMeta)] = 1
 	if err := conn.Subscribe(ctx, filters); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}

@@ -54,6 +54,7 @@ var counterNames = []string{
 	CounterPublished, CounterPublishErrors, CounterReceived, CounterMalformed,
 	CounterInboundDropped, CounterDesiredAccepted, CounterDesiredStale, CounterCommands,
 	CounterCommandsExpired, CounterAcks, CounterHeartbeats,
+	CounterStaged, CounterStageRefused, CounterReleaseUpdates,
 }
 
 // Status is a snapshot of the agent for diagnostics.

@@ -52,6 +52,7 @@ func run() error {
 	fs.StringVar(&cfg.TLSCert, "tls-cert", env("FLOTILLA_TLS_CERT", ""), "server certificate (PEM); default: made by the server's own CA")
 	fs.StringVar(&cfg.TLSKey, "tls-key", env("FLOTILLA_TLS_KEY", ""), "server key (PEM)")
 	fs.StringVar(&cfg.TLSCA, "tls-ca", env("FLOTILLA_TLS_CA", ""), "CA devices trust and that signs client certificates (PEM)")
+	fs.StringVar(&cfg.ReleaseOnlineKey, "release-online-key", env("FLOTILLA_RELEASE_ONLINE_KEY", ""), "the release repository's online key (from flotctl keys generate); default: the online-*.pem in DATA/release/")
 	fs.StringVar(&logLevel, "log-level", env("FLOTILLA_LOG_LEVEL", "info"), "debug, info, warn or error")
 	fs.BoolVar(&showVer, "version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {

@@ -53,6 +53,7 @@ type Config struct {
 	Registry Registry
 	Logger   *slog.Logger
 	Now      func() time.Time
+	Bundles  Bundles     // release, bundles, assignments, progress; nil: those routes answer 503
 	Metrics  *expvar.Map // exported at /v1/metrics (viewer); nil: none
 	// Version is reported by /healthz.
 	Version string
@@ -81,7 +82,7 @@ func New(cfg Config) *API {
 	}
 	a := &API{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger, touched: map[string]time.Time{}}
 	for _, rt := range a.routes() {
-		a.mux.Handle(rt.Method+" "+rt.Path, a.authorize(rt))
+		a.mux.Handle(rt.Method+" "+rt.Path, limitBody(rt.MaxBody, a.authorize(rt)))
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
@@ -89,8 +90,20 @@ func New(cfg Config) *API {
 	return a
 }
 
+// limitBody caps a route's request body at limit bytes (0: maxBody).
+func limitBody(limit int64, h http.Handler) http.Handler {
+	if limit <= 0 {
+		limit = maxBody
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// ServeHTTP serves the API; each route caps its own request body
+// (limitBody), and unrouted requests never read theirs.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	a.mux.ServeHTTP(w, r)

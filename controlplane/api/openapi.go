@@ -44,7 +44,10 @@ func (a *API) OpenAPI() map[string]any {
 		if params != nil {
 			op["parameters"] = params
 		}
-		if rt.Request != nil {
+		if rt.RawBody {
+			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{
+				"application/octet-stream": map[string]any{"schema": map[string]any{"type": "string", "format": "binary", "maxLength": rt.MaxBody}}}}
+		} else if rt.Request != nil {
 			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{
 				"application/json": map[string]any{"schema": schemaOf(reflect.TypeOf(rt.Request), schemas)}}}
 		}

@@ -13,6 +13,10 @@ type route struct {
 	Status       int // success status; 0 = 200
 	Query        []param
 	Handler      http.HandlerFunc
+	// RawBody: the request body is raw bytes (application/octet-stream),
+	// not JSON. MaxBody caps it; 0 = maxBody.
+	RawBody bool
+	MaxBody int64
 }
 
 type param struct {
@@ -41,6 +45,15 @@ func (a *API) routes() []route {
 		{Method: "DELETE", Path: "/v1/tokens/{id}", Role: Admin, Summary: "Revoke an API token", Status: http.StatusNoContent, Handler: a.revokeAPIToken},
 		{Method: "GET", Path: "/v1/audit", Role: Operator, Summary: "The audit log, newest first", Response: []AuditView{}, Handler: a.listAudit,
 			Query: []param{{"limit", "entries (default 100)"}, {"before", "entries with ID below this"}}},
+		{Method: "PUT", Path: "/v1/releases/metadata", Role: Admin, Summary: "Upload the release repository's offline-signed metadata (root versions, targets); it must chain from the trusted root. The server signs snapshot and timestamp and publishes it",
+			Request: ReleasePush{}, Response: ReleaseView{}, MaxBody: maxReleaseBody, Handler: a.pushRelease},
+		{Method: "PUT", Path: "/v1/bundles/chunks/{sha256}", Role: Operator, Summary: "Upload one bundle chunk (raw bytes), named by its SHA-256",
+			RawBody: true, MaxBody: maxChunkBody, Status: http.StatusNoContent, Handler: a.putChunk},
+		{Method: "POST", Path: "/v1/bundles", Role: Operator, Summary: "Upload a bundle manifest (raw protobuf bytes); it must be a released target and its chunks uploaded (409 lists the missing ones)",
+			RawBody: true, MaxBody: maxManifestBody, Response: BundleView{}, Handler: a.pushBundle},
+		{Method: "POST", Path: "/v1/devices/{id}/assign", Role: Operator, Summary: "Assign a released model to a device: the director signs it into the device's desired state and delivery starts",
+			Request: AssignRequest{}, Response: AssignmentView{}, Handler: a.assign},
+		{Method: "GET", Path: "/v1/devices/{id}/progress", Role: Viewer, Summary: "The device's latest fetch progress, per bundle", Response: []ProgressView{}, Handler: a.progress},
 		{Method: "GET", Path: "/v1/metrics", Role: Viewer, Summary: "The control plane's counters", Response: map[string]any{}, Handler: a.metrics},
 	}
 }

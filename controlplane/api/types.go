@@ -184,3 +184,81 @@ func apiTokenView(t store.APIToken) APITokenView {
 	return APITokenView{ID: t.ID, Name: t.Name, Role: t.Role, CreatedAt: time.UnixMilli(t.CreatedAt).UTC(),
 		ExpiresAt: msTime(t.ExpiresAt), RevokedAt: msTime(t.RevokedAt), LastUsedAt: msTime(t.LastUsedAt)}
 }
+
+// ReleasePush is the release repository's metadata as the operator signed
+// it offline with flotctl: file name ("1.root.json", "root.json",
+// "targets.json") → bytes.
+type ReleasePush struct {
+	Metadata map[string][]byte `json:"metadata"`
+}
+
+// ReleaseView is the release repository after a push.
+type ReleaseView struct {
+	RootVersion      int64           `json:"root_version"`
+	TargetsVersion   int64           `json:"targets_version"`
+	TimestampVersion int64           `json:"timestamp_version"`
+	TargetsExpires   time.Time       `json:"targets_expires"`
+	Targets          []ReleaseTarget `json:"targets"`
+}
+
+// ReleaseTarget is one released manifest.
+type ReleaseTarget struct {
+	Path     string `json:"path"`
+	Model    string `json:"model"`
+	Release  uint64 `json:"release"`
+	Version  string `json:"version,omitempty"`
+	Digest   string `json:"digest"`
+	Length   int64  `json:"length"`
+	Uploaded bool   `json:"uploaded"` // the bundle store holds the manifest
+}
+
+// BundleView is a bundle the control plane holds.
+type BundleView struct {
+	Digest  string `json:"digest"`
+	Name    string `json:"name"`
+	Release uint64 `json:"release"`
+	Version string `json:"version,omitempty"`
+	Target  string `json:"target"` // its path in the release repository
+	Files   int    `json:"files"`
+	Chunks  int    `json:"chunks"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// MissingChunks answers a manifest push (409) whose chunks are not all
+// uploaded.
+type MissingChunks struct {
+	Error   string   `json:"error"`
+	Missing []string `json:"missing"`
+}
+
+// AssignRequest says which release of a model a device should run.
+type AssignRequest struct {
+	Model   string `json:"model"`
+	Release uint64 `json:"release"`
+}
+
+// AssignmentView is a device's assignment after it was signed and sent.
+type AssignmentView struct {
+	Device   string `json:"device"`
+	Model    string `json:"model"`
+	Release  uint64 `json:"release"`
+	Target   string `json:"target"`
+	Digest   string `json:"digest"`
+	Revision uint64 `json:"revision"` // the desired state that carries it
+}
+
+// ProgressView is a device's latest progress report on one bundle.
+type ProgressView struct {
+	Device      string    `json:"device"`
+	Digest      string    `json:"digest"`
+	Model       string    `json:"model"`
+	Release     uint64    `json:"release"`
+	State       string    `json:"state"` // verifying, fetching, unpacking, staged, failed
+	BytesHave   uint64    `json:"bytes_have"`
+	BytesTotal  uint64    `json:"bytes_total"`
+	ChunksHave  uint32    `json:"chunks_have"`
+	ChunksTotal uint32    `json:"chunks_total"`
+	Rate        float64   `json:"rate"` // bytes per second
+	Error       string    `json:"error,omitempty"`
+	At          time.Time `json:"at"` // when the control plane received it
+}

@@ -5,6 +5,7 @@ package apiclient
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,6 +71,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return c.send(req, out)
+}
+
+func (c *Client) send(req *http.Request, out any) error {
+	method, path := req.Method, req.URL.Path
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
@@ -83,11 +89,15 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("read answer: %w", err)
 	}
 	if resp.StatusCode >= 300 {
-		var e api.ErrorBody
+		var e api.MissingChunks
 		if json.Unmarshal(data, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(data))
 		}
-		return &Error{Status: resp.StatusCode, Message: e.Error}
+		ae := &Error{Status: resp.StatusCode, Message: e.Error}
+		if resp.StatusCode == http.StatusConflict && len(e.Missing) > 0 {
+			return &MissingError{Status: ae.Status, Message: ae.Message, Missing: e.Missing}
+		}
+		return ae
 	}
 	if out != nil && resp.StatusCode != http.StatusNoContent {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -206,4 +216,53 @@ func (c *Client) RevokeAPIToken(ctx context.Context, id string) error {
 func (c *Client) Audit(ctx context.Context, limit int) ([]api.AuditView, error) {
 	var out []api.AuditView
 	return out, c.do(ctx, "GET", fmt.Sprintf("/v1/audit?limit=%d", limit), nil, &out)
+}
+
+// PushRelease uploads the release repository's offline-signed metadata.
+func (c *Client) PushRelease(ctx context.Context, files map[string][]byte) (api.ReleaseView, error) {
+	var out api.ReleaseView
+	return out, c.do(ctx, "PUT", "/v1/releases/metadata", api.ReleasePush{Metadata: files}, &out)
+}
+
+// PutChunk uploads one bundle chunk.
+func (c *Client) PutChunk(ctx context.Context, sum [32]byte, data []byte) error {
+	return c.doRaw(ctx, "PUT", "/v1/bundles/chunks/"+hex.EncodeToString(sum[:]), data, nil)
+}
+
+// PushBundle uploads a manifest. When chunks are missing the error is a
+// *MissingError listing them.
+func (c *Client) PushBundle(ctx context.Context, manifest []byte) (api.BundleView, error) {
+	var out api.BundleView
+	return out, c.doRaw(ctx, "POST", "/v1/bundles", manifest, &out)
+}
+
+// MissingError is PushBundle's answer when chunks are not uploaded yet.
+type MissingError struct {
+	Status  int
+	Message string
+	Missing []string // hex SHA-256
+}
+
+func (e *MissingError) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status) }
+
+// Assign assigns a released model to a device.
+func (c *Client) Assign(ctx context.Context, device, model string, release uint64) (api.AssignmentView, error) {
+	var out api.AssignmentView
+	return out, c.do(ctx, "POST", "/v1/devices/"+url.PathEscape(device)+"/assign", api.AssignRequest{Model: model, Release: release}, &out)
+}
+
+// Progress returns a device's latest fetch progress per bundle.
+func (c *Client) Progress(ctx context.Context, device string) ([]api.ProgressView, error) {
+	var out []api.ProgressView
+	return out, c.do(ctx, "GET", "/v1/devices/"+url.PathEscape(device)+"/progress", nil, &out)
+}
+
+// doRaw sends raw bytes as application/octet-stream.
+func (c *Client) doRaw(ctx context.Context, method, path string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	return c.send(req, out)
 }

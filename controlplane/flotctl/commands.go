@@ -83,6 +83,10 @@ func devices(ctx context.Context, c *apiclient.Client, o out, args []string) err
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.ID, state, ago(d.LastSeen), or(d.AgentVersion, "-"), labelString(d.Labels))
 			}
 		})
+	case "assign":
+		return devicesAssign(ctx, c, o, args)
+	case "progress":
+		return devicesProgress(ctx, c, o, args)
 	case "show", "get":
 		id, err := oneID(args, "devices show")
 		if err != nil {

@@ -6,6 +6,9 @@
 //	flotctl [global flags] tokens list|create|revoke
 //	flotctl [global flags] enrol-tokens list|create|revoke
 //	flotctl [global flags] audit
+//	flotctl [global flags] devices assign|progress
+//	flotctl [global flags] release push, bundle push
+//	flotctl keys generate|rotate, release add, bundle build|show (offline)
 //
 // Global flags (or their FLOTILLA_* environment variables): -server, -token
 // or -token-file, -ca-file or -ca-fingerprint, -json.
@@ -86,10 +89,11 @@ func run(ctx context.Context, args []string, env Env) error {
 		fs.Usage()
 		return fmt.Errorf("%w: no command", errUsage)
 	}
-	if rest[0] == "bundle" { // local: needs no server
+	push := len(rest) > 1 && rest[1] == "push" // release push, bundle push: to the server
+	if rest[0] == "bundle" && !push {          // local: needs no server
 		return bundleCmd(out{w: env.Stdout, json: g.json}, env.Stderr, rest[1:])
 	}
-	if rest[0] == "keys" || rest[0] == "release" { // offline: operator keys, no server
+	if (rest[0] == "keys" || rest[0] == "release") && !push { // offline: operator keys, no server
 		return offlineCommand(env, rest)
 	}
 	c, err := g.client(rest[0] == "help")
@@ -108,6 +112,10 @@ func run(ctx context.Context, args []string, env Env) error {
 		return enrolTokens(ctx, c, o, rest[1:])
 	case "audit":
 		return audit(ctx, c, o, rest[1:])
+	case "release":
+		return releasePush(ctx, c, o, rest[2:])
+	case "bundle":
+		return bundlePush(ctx, c, o, env.Stderr, rest[2:])
 	case "whoami":
 		w, err := c.WhoAmI(ctx)
 		if err != nil {
@@ -130,7 +138,14 @@ const usage = `flotctl — operate a Flotilla fleet
   flotctl devices ping|resync ID
   flotctl tokens list | create -name N -role viewer|operator|admin [-ttl D] | revoke ID
   flotctl enrol-tokens list | create -name N [-max-uses N] [-ttl D] [-label k=v…] | revoke ID
+  flotctl devices assign DEVICE MODEL RELEASE
+  flotctl devices progress DEVICE [-watch]
   flotctl audit [-limit N]
+  flotctl keys generate|rotate -dir D …      (offline)
+  flotctl release add -keys D … MANIFEST      (offline)
+  flotctl release push -keys D
+  flotctl bundle build|show …                 (local)
+  flotctl bundle push -store STORE [DIGEST]
   flotctl whoami
 
 Global flags:

@@ -9,9 +9,14 @@ import (
 	"github.com/flotilla-edge/flotilla/proto/wire"
 )
 
+// PublishDesired publishes a device's desired state again, with a new
+// revision: after its assignment changed, or to renew the director's
+// signatures before they expire.
+func (r *Registry) PublishDesired(ctx context.Context, id string) { r.publishDesired(ctx, id) }
+
 // publishDesired publishes a device's desired state, retained, with a new
-// revision. The director's signed metadata arrives with the bundle issue;
-// today the state carries the unsigned hints (labels, heartbeat interval).
+// revision: the director's signed metadata (Config.DirectorMetadata) and
+// the unsigned hints (labels, heartbeat interval).
 // A failure is logged, not returned: the next change or a resync publishes
 // again, and the retained message is always the newest revision.
 func (r *Registry) publishDesired(ctx context.Context, id string) {
@@ -28,10 +33,19 @@ func (r *Registry) publishDesired(ctx context.Context, id string) {
 		r.log.Warn("desired state not published", "device", id, "err", err)
 		return
 	}
+	var director map[string][]byte
+	if r.cfg.DirectorMetadata != nil {
+		if director, err = r.cfg.DirectorMetadata(ctx, id, rev); err != nil {
+			r.metrics.Add("desired_publish_failed", 1)
+			r.log.Warn("desired state not published: director", "device", id, "err", err)
+			return
+		}
+	}
 	m := &pb.DesiredState{
-		DeviceId:   id,
-		Revision:   rev,
-		IssuedAtMs: r.nowMs(),
+		DeviceId:         id,
+		DirectorMetadata: director,
+		Revision:         rev,
+		IssuedAtMs:       r.nowMs(),
 		Hints: &pb.DesiredHints{
 			HeartbeatIntervalS: uint32(r.cfg.HeartbeatInterval.Seconds()),
 			Labels:             d.Labels,

@@ -42,6 +42,11 @@ type Config struct {
 	// HeartbeatInterval is the interval hinted to devices in their desired
 	// state; 0 leaves the agent's default.
 	HeartbeatInterval time.Duration
+	// DirectorMetadata, if set, signs what a device should run into its
+	// desired state of revision rev (DesiredState.director_metadata); nil
+	// metadata means no assignment. An error leaves the retained desired
+	// state as it was.
+	DirectorMetadata func(ctx context.Context, deviceID string, rev uint64) (map[string][]byte, error)
 }
 
 // Registry is the device registry. It is safe for concurrent use.

@@ -5,6 +5,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -25,7 +26,9 @@ import (
 	"github.com/flotilla-edge/flotilla/controlplane/broker"
 	"github.com/flotilla-edge/flotilla/controlplane/pki"
 	"github.com/flotilla-edge/flotilla/controlplane/registry"
+	"github.com/flotilla-edge/flotilla/controlplane/release"
 	"github.com/flotilla-edge/flotilla/controlplane/store"
+	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/topic"
 )
 
@@ -62,6 +65,17 @@ type Config struct {
 	// Operator-supplied TLS: certificate, key and the CA devices trust.
 	TLSCert, TLSKey, TLSCA string
 
+	// Bundle trust and delivery (DATA/release/, DATA/bundles/).
+	// ReleaseOnlineKey is the release repository's online key file (made
+	// by `flotctl keys generate`); "" = the one online-*.pem in
+	// DATA/release/.
+	ReleaseOnlineKey string
+	ReleaseExpiry    release.Expiry // zero: release.DefaultExpiry
+	ReleaseRefresh   time.Duration  // how often expiries are checked; 0 = DefaultReleaseRefresh
+	DirectorRenew    time.Duration  // re-sign a device's director metadata after; 0 = half release.DefaultDirectorExpiry
+	WaveDelay        time.Duration  // between an assignment and its wave; 0 = DefaultWaveDelay
+	WaveRate         int64          // wave pace in bytes/s; 0 = delivery.DefaultWaveRate
+
 	Logger  *slog.Logger
 	Version string
 	Now     func() time.Time
@@ -71,7 +85,9 @@ type Config struct {
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
+	scheme   topic.Scheme
 	store    *store.Store
+	delivery *deliveryService
 	ca       *pki.Authority
 	broker   *broker.Embedded
 	mqtt     *MQTT
@@ -109,6 +125,12 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if cfg.MQTTListen == "" {
 		cfg.MQTTListen = ":8883"
 	}
+	if cfg.ReleaseExpiry == (release.Expiry{}) {
+		cfg.ReleaseExpiry = release.DefaultExpiry
+	}
+	cfg.ReleaseRefresh = cmp.Or(cfg.ReleaseRefresh, DefaultReleaseRefresh)
+	cfg.DirectorRenew = cmp.Or(cfg.DirectorRenew, release.DefaultDirectorExpiry/2)
+	cfg.WaveDelay = cmp.Or(cfg.WaveDelay, DefaultWaveDelay)
 	scheme, err := topic.New(cfg.TopicPrefix)
 	if err != nil {
 		return nil, err
@@ -116,7 +138,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data folder: %w", err)
 	}
-	s = &Server{cfg: cfg, log: cfg.Logger, metrics: new(expvar.Map).Init()}
+	s = &Server{cfg: cfg, log: cfg.Logger, scheme: scheme, metrics: new(expvar.Map).Init()}
 	s.life, s.end = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -149,6 +171,10 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		Now: cfg.Now, Logger: cfg.Logger.With("component", "registry"), Metrics: s.metrics,
 		HeartbeatInterval: cfg.HeartbeatInterval,
 	}
+	if err = s.openDelivery(); err != nil {
+		return nil, err
+	}
+	regCfg.DirectorMetadata = s.delivery.directorMetadata
 	if s.ca.CanIssue() {
 		regCfg.Issuer = s.ca
 	}
@@ -191,9 +217,13 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err = s.mqtt.Subscribe(s.registry.Subscriptions("flotilla-control"), s.registry.HandleMessage); err != nil {
+	subs := append(s.registry.Subscriptions(controlGroup),
+		topic.Shared(controlGroup, scheme.AllDevices(topic.ChunkRequest)),
+		topic.Shared(controlGroup, scheme.AllDevices(topic.Progress)))
+	if err = s.mqtt.Subscribe(subs, s.handleMessage); err != nil {
 		return nil, err
 	}
+	s.delivery.start()
 
 	if s.broker != nil {
 		// The embedded broker's retained messages died with the last process.
@@ -207,7 +237,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if err = s.ensureAdminToken(ctx); err != nil {
 		return nil, err
 	}
-	s.api = api.New(api.Config{Store: s.store, Registry: s.registry, Logger: cfg.Logger.With("component", "api"),
+	s.api = api.New(api.Config{Store: s.store, Registry: enroller{s.registry, s.delivery.trust}, Bundles: s.delivery, Logger: cfg.Logger.With("component", "api"),
 		Now: cfg.Now, Metrics: s.metrics, Version: cfg.Version})
 	if s.httpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("api listener: %w", err)
@@ -226,6 +256,34 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	s.log.Info("control plane ready", "api", s.APIURL(), "mqtt", regCfg.MQTTURL,
 		"ca_fingerprint", s.ca.Fingerprint())
 	return s, nil
+}
+
+// controlGroup is the shared-subscription group of control-plane replicas.
+const controlGroup = "flotilla-control"
+
+// handleMessage routes what devices publish: delivery's topics (chunk
+// requests, progress) to delivery, the rest to the registry.
+func (s *Server) handleMessage(ctx context.Context, name string, payload []byte) {
+	if s.delivery.handle(name, payload) {
+		return
+	}
+	s.registry.HandleMessage(ctx, name, payload)
+}
+
+// enroller adds the trusted roots to every enrolment answer: the device's
+// bundle trust starts from what it got over the pinned channel.
+type enroller struct {
+	*registry.Registry
+	trust *trustRepos
+}
+
+func (e enroller) Enrol(ctx context.Context, req *pb.EnrolRequest) (*pb.EnrolResponse, error) {
+	resp, err := e.Registry.Enrol(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	resp.ReleaseRoot, resp.DirectorRoot = e.trust.Roots()
+	return resp, nil
 }
 
 func (s *Server) openCA() error {

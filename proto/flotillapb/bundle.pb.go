@@ -79,6 +79,64 @@ func (BundleKind) EnumDescriptor() ([]byte, []int) {
 	return file_flotilla_v1_bundle_proto_rawDescGZIP(), []int{0}
 }
 
+type FetchProgress_State int32
+
+const (
+	FetchProgress_STATE_UNSPECIFIED FetchProgress_State = 0
+	FetchProgress_STATE_VERIFYING   FetchProgress_State = 1 // manifest arrived; checking it against the verified target
+	FetchProgress_STATE_FETCHING    FetchProgress_State = 2 // listening to the wave, asking for repairs
+	FetchProgress_STATE_UNPACKING   FetchProgress_State = 3 // every chunk held; writing the inactive slot
+	FetchProgress_STATE_STAGED      FetchProgress_State = 4 // verified and unpacked in the inactive slot
+	FetchProgress_STATE_FAILED      FetchProgress_State = 5 // error says why; a later attempt may resume
+)
+
+// Enum value maps for FetchProgress_State.
+var (
+	FetchProgress_State_name = map[int32]string{
+		0: "STATE_UNSPECIFIED",
+		1: "STATE_VERIFYING",
+		2: "STATE_FETCHING",
+		3: "STATE_UNPACKING",
+		4: "STATE_STAGED",
+		5: "STATE_FAILED",
+	}
+	FetchProgress_State_value = map[string]int32{
+		"STATE_UNSPECIFIED": 0,
+		"STATE_VERIFYING":   1,
+		"STATE_FETCHING":    2,
+		"STATE_UNPACKING":   3,
+		"STATE_STAGED":      4,
+		"STATE_FAILED":      5,
+	}
+)
+
+func (x FetchProgress_State) Enum() *FetchProgress_State {
+	p := new(FetchProgress_State)
+	*p = x
+	return p
+}
+
+func (x FetchProgress_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FetchProgress_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_v1_bundle_proto_enumTypes[1].Descriptor()
+}
+
+func (FetchProgress_State) Type() protoreflect.EnumType {
+	return &file_flotilla_v1_bundle_proto_enumTypes[1]
+}
+
+func (x FetchProgress_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FetchProgress_State.Descriptor instead.
+func (FetchProgress_State) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_v1_bundle_proto_rawDescGZIP(), []int{14, 0}
+}
+
 // BundleManifest describes one release of a model (or of the agent itself).
 // Its digest, the lowercase hex SHA-256 of its deterministic encoding, names
 // the bundle everywhere (topics, stores, TUF targets).
@@ -1131,6 +1189,140 @@ func (x *ReleaseMetadata) GetMetadata() map[string][]byte {
 	return nil
 }
 
+// FetchProgress is a device's progress on one bundle, published (QoS 0)
+// while it fetches and once when it ends, staged or failed.
+type FetchProgress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId      string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`             // required, matches the topic
+	BundleDigest  string                 `protobuf:"bytes,2,opt,name=bundle_digest,json=bundleDigest,proto3" json:"bundle_digest,omitempty"` // required: lowercase hex SHA-256 of the manifest
+	Model         string                 `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	Release       uint64                 `protobuf:"varint,4,opt,name=release,proto3" json:"release,omitempty"`
+	BytesHave     uint64                 `protobuf:"varint,5,opt,name=bytes_have,json=bytesHave,proto3" json:"bytes_have,omitempty"`
+	BytesTotal    uint64                 `protobuf:"varint,6,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	ChunksHave    uint32                 `protobuf:"varint,7,opt,name=chunks_have,json=chunksHave,proto3" json:"chunks_have,omitempty"`
+	ChunksTotal   uint32                 `protobuf:"varint,8,opt,name=chunks_total,json=chunksTotal,proto3" json:"chunks_total,omitempty"`
+	Rate          float64                `protobuf:"fixed64,9,opt,name=rate,proto3" json:"rate,omitempty"`                                        // bytes stored per second in this attempt
+	State         FetchProgress_State    `protobuf:"varint,10,opt,name=state,proto3,enum=flotilla.v1.FetchProgress_State" json:"state,omitempty"` // required
+	Error         string                 `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
+	SentAtMs      int64                  `protobuf:"varint,12,opt,name=sent_at_ms,json=sentAtMs,proto3" json:"sent_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchProgress) Reset() {
+	*x = FetchProgress{}
+	mi := &file_flotilla_v1_bundle_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchProgress) ProtoMessage() {}
+
+func (x *FetchProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_bundle_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchProgress.ProtoReflect.Descriptor instead.
+func (*FetchProgress) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_bundle_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *FetchProgress) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *FetchProgress) GetBundleDigest() string {
+	if x != nil {
+		return x.BundleDigest
+	}
+	return ""
+}
+
+func (x *FetchProgress) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *FetchProgress) GetRelease() uint64 {
+	if x != nil {
+		return x.Release
+	}
+	return 0
+}
+
+func (x *FetchProgress) GetBytesHave() uint64 {
+	if x != nil {
+		return x.BytesHave
+	}
+	return 0
+}
+
+func (x *FetchProgress) GetBytesTotal() uint64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *FetchProgress) GetChunksHave() uint32 {
+	if x != nil {
+		return x.ChunksHave
+	}
+	return 0
+}
+
+func (x *FetchProgress) GetChunksTotal() uint32 {
+	if x != nil {
+		return x.ChunksTotal
+	}
+	return 0
+}
+
+func (x *FetchProgress) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *FetchProgress) GetState() FetchProgress_State {
+	if x != nil {
+		return x.State
+	}
+	return FetchProgress_STATE_UNSPECIFIED
+}
+
+func (x *FetchProgress) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *FetchProgress) GetSentAtMs() int64 {
+	if x != nil {
+		return x.SentAtMs
+	}
+	return 0
+}
+
 var File_flotilla_v1_bundle_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_bundle_proto_rawDesc = "" +
@@ -1237,7 +1429,32 @@ const file_flotilla_v1_bundle_proto_rawDesc = "" +
 	"\bmetadata\x18\x01 \x03(\v2*.flotilla.v1.ReleaseMetadata.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01*W\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x88\x04\n" +
+	"\rFetchProgress\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12#\n" +
+	"\rbundle_digest\x18\x02 \x01(\tR\fbundleDigest\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x18\n" +
+	"\arelease\x18\x04 \x01(\x04R\arelease\x12\x1d\n" +
+	"\n" +
+	"bytes_have\x18\x05 \x01(\x04R\tbytesHave\x12\x1f\n" +
+	"\vbytes_total\x18\x06 \x01(\x04R\n" +
+	"bytesTotal\x12\x1f\n" +
+	"\vchunks_have\x18\a \x01(\rR\n" +
+	"chunksHave\x12!\n" +
+	"\fchunks_total\x18\b \x01(\rR\vchunksTotal\x12\x12\n" +
+	"\x04rate\x18\t \x01(\x01R\x04rate\x126\n" +
+	"\x05state\x18\n" +
+	" \x01(\x0e2 .flotilla.v1.FetchProgress.StateR\x05state\x12\x14\n" +
+	"\x05error\x18\v \x01(\tR\x05error\x12\x1c\n" +
+	"\n" +
+	"sent_at_ms\x18\f \x01(\x03R\bsentAtMs\"\x80\x01\n" +
+	"\x05State\x12\x15\n" +
+	"\x11STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fSTATE_VERIFYING\x10\x01\x12\x12\n" +
+	"\x0eSTATE_FETCHING\x10\x02\x12\x13\n" +
+	"\x0fSTATE_UNPACKING\x10\x03\x12\x10\n" +
+	"\fSTATE_STAGED\x10\x04\x12\x10\n" +
+	"\fSTATE_FAILED\x10\x05*W\n" +
 	"\n" +
 	"BundleKind\x12\x1b\n" +
 	"\x17BUNDLE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -1256,55 +1473,58 @@ func file_flotilla_v1_bundle_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_bundle_proto_rawDescData
 }
 
-var file_flotilla_v1_bundle_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_bundle_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_flotilla_v1_bundle_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_flotilla_v1_bundle_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_flotilla_v1_bundle_proto_goTypes = []any{
-	(BundleKind)(0),         // 0: flotilla.v1.BundleKind
-	(*BundleManifest)(nil),  // 1: flotilla.v1.BundleManifest
-	(*RuntimeVariant)(nil),  // 2: flotilla.v1.RuntimeVariant
-	(*GoldenCheck)(nil),     // 3: flotilla.v1.GoldenCheck
-	(*ProbationPolicy)(nil), // 4: flotilla.v1.ProbationPolicy
-	(*DriftBaseline)(nil),   // 5: flotilla.v1.DriftBaseline
-	(*FeatureBaseline)(nil), // 6: flotilla.v1.FeatureBaseline
-	(*DriftThresholds)(nil), // 7: flotilla.v1.DriftThresholds
-	(*MonitorFunction)(nil), // 8: flotilla.v1.MonitorFunction
-	(*BundleFile)(nil),      // 9: flotilla.v1.BundleFile
-	(*ChunkInfo)(nil),       // 10: flotilla.v1.ChunkInfo
-	(*Chunk)(nil),           // 11: flotilla.v1.Chunk
-	(*ChunkRequest)(nil),    // 12: flotilla.v1.ChunkRequest
-	(*ChunkRange)(nil),      // 13: flotilla.v1.ChunkRange
-	(*ReleaseMetadata)(nil), // 14: flotilla.v1.ReleaseMetadata
-	nil,                     // 15: flotilla.v1.BundleManifest.AnnotationsEntry
-	nil,                     // 16: flotilla.v1.RuntimeVariant.OptionsEntry
-	nil,                     // 17: flotilla.v1.ReleaseMetadata.MetadataEntry
-	(*TensorInfo)(nil),      // 18: flotilla.v1.TensorInfo
-	(*Tensor)(nil),          // 19: flotilla.v1.Tensor
+	(BundleKind)(0),          // 0: flotilla.v1.BundleKind
+	(FetchProgress_State)(0), // 1: flotilla.v1.FetchProgress.State
+	(*BundleManifest)(nil),   // 2: flotilla.v1.BundleManifest
+	(*RuntimeVariant)(nil),   // 3: flotilla.v1.RuntimeVariant
+	(*GoldenCheck)(nil),      // 4: flotilla.v1.GoldenCheck
+	(*ProbationPolicy)(nil),  // 5: flotilla.v1.ProbationPolicy
+	(*DriftBaseline)(nil),    // 6: flotilla.v1.DriftBaseline
+	(*FeatureBaseline)(nil),  // 7: flotilla.v1.FeatureBaseline
+	(*DriftThresholds)(nil),  // 8: flotilla.v1.DriftThresholds
+	(*MonitorFunction)(nil),  // 9: flotilla.v1.MonitorFunction
+	(*BundleFile)(nil),       // 10: flotilla.v1.BundleFile
+	(*ChunkInfo)(nil),        // 11: flotilla.v1.ChunkInfo
+	(*Chunk)(nil),            // 12: flotilla.v1.Chunk
+	(*ChunkRequest)(nil),     // 13: flotilla.v1.ChunkRequest
+	(*ChunkRange)(nil),       // 14: flotilla.v1.ChunkRange
+	(*ReleaseMetadata)(nil),  // 15: flotilla.v1.ReleaseMetadata
+	(*FetchProgress)(nil),    // 16: flotilla.v1.FetchProgress
+	nil,                      // 17: flotilla.v1.BundleManifest.AnnotationsEntry
+	nil,                      // 18: flotilla.v1.RuntimeVariant.OptionsEntry
+	nil,                      // 19: flotilla.v1.ReleaseMetadata.MetadataEntry
+	(*TensorInfo)(nil),       // 20: flotilla.v1.TensorInfo
+	(*Tensor)(nil),           // 21: flotilla.v1.Tensor
 }
 var file_flotilla_v1_bundle_proto_depIdxs = []int32{
 	0,  // 0: flotilla.v1.BundleManifest.kind:type_name -> flotilla.v1.BundleKind
-	2,  // 1: flotilla.v1.BundleManifest.variants:type_name -> flotilla.v1.RuntimeVariant
-	18, // 2: flotilla.v1.BundleManifest.inputs:type_name -> flotilla.v1.TensorInfo
-	18, // 3: flotilla.v1.BundleManifest.outputs:type_name -> flotilla.v1.TensorInfo
-	3,  // 4: flotilla.v1.BundleManifest.golden:type_name -> flotilla.v1.GoldenCheck
-	4,  // 5: flotilla.v1.BundleManifest.probation:type_name -> flotilla.v1.ProbationPolicy
-	5,  // 6: flotilla.v1.BundleManifest.drift:type_name -> flotilla.v1.DriftBaseline
-	8,  // 7: flotilla.v1.BundleManifest.monitor:type_name -> flotilla.v1.MonitorFunction
-	9,  // 8: flotilla.v1.BundleManifest.files:type_name -> flotilla.v1.BundleFile
-	15, // 9: flotilla.v1.BundleManifest.annotations:type_name -> flotilla.v1.BundleManifest.AnnotationsEntry
-	16, // 10: flotilla.v1.RuntimeVariant.options:type_name -> flotilla.v1.RuntimeVariant.OptionsEntry
-	19, // 11: flotilla.v1.GoldenCheck.inputs:type_name -> flotilla.v1.Tensor
-	19, // 12: flotilla.v1.GoldenCheck.expected:type_name -> flotilla.v1.Tensor
-	6,  // 13: flotilla.v1.DriftBaseline.features:type_name -> flotilla.v1.FeatureBaseline
-	6,  // 14: flotilla.v1.DriftBaseline.prediction:type_name -> flotilla.v1.FeatureBaseline
-	7,  // 15: flotilla.v1.DriftBaseline.thresholds:type_name -> flotilla.v1.DriftThresholds
-	10, // 16: flotilla.v1.BundleFile.chunks:type_name -> flotilla.v1.ChunkInfo
-	13, // 17: flotilla.v1.ChunkRequest.ranges:type_name -> flotilla.v1.ChunkRange
-	17, // 18: flotilla.v1.ReleaseMetadata.metadata:type_name -> flotilla.v1.ReleaseMetadata.MetadataEntry
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	3,  // 1: flotilla.v1.BundleManifest.variants:type_name -> flotilla.v1.RuntimeVariant
+	20, // 2: flotilla.v1.BundleManifest.inputs:type_name -> flotilla.v1.TensorInfo
+	20, // 3: flotilla.v1.BundleManifest.outputs:type_name -> flotilla.v1.TensorInfo
+	4,  // 4: flotilla.v1.BundleManifest.golden:type_name -> flotilla.v1.GoldenCheck
+	5,  // 5: flotilla.v1.BundleManifest.probation:type_name -> flotilla.v1.ProbationPolicy
+	6,  // 6: flotilla.v1.BundleManifest.drift:type_name -> flotilla.v1.DriftBaseline
+	9,  // 7: flotilla.v1.BundleManifest.monitor:type_name -> flotilla.v1.MonitorFunction
+	10, // 8: flotilla.v1.BundleManifest.files:type_name -> flotilla.v1.BundleFile
+	17, // 9: flotilla.v1.BundleManifest.annotations:type_name -> flotilla.v1.BundleManifest.AnnotationsEntry
+	18, // 10: flotilla.v1.RuntimeVariant.options:type_name -> flotilla.v1.RuntimeVariant.OptionsEntry
+	21, // 11: flotilla.v1.GoldenCheck.inputs:type_name -> flotilla.v1.Tensor
+	21, // 12: flotilla.v1.GoldenCheck.expected:type_name -> flotilla.v1.Tensor
+	7,  // 13: flotilla.v1.DriftBaseline.features:type_name -> flotilla.v1.FeatureBaseline
+	7,  // 14: flotilla.v1.DriftBaseline.prediction:type_name -> flotilla.v1.FeatureBaseline
+	8,  // 15: flotilla.v1.DriftBaseline.thresholds:type_name -> flotilla.v1.DriftThresholds
+	11, // 16: flotilla.v1.BundleFile.chunks:type_name -> flotilla.v1.ChunkInfo
+	14, // 17: flotilla.v1.ChunkRequest.ranges:type_name -> flotilla.v1.ChunkRange
+	19, // 18: flotilla.v1.ReleaseMetadata.metadata:type_name -> flotilla.v1.ReleaseMetadata.MetadataEntry
+	1,  // 19: flotilla.v1.FetchProgress.state:type_name -> flotilla.v1.FetchProgress.State
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_bundle_proto_init() }
@@ -1318,8 +1538,8 @@ func file_flotilla_v1_bundle_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_bundle_proto_rawDesc), len(file_flotilla_v1_bundle_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   17,
+			NumEnums:      2,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

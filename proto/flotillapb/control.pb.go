@@ -451,6 +451,7 @@ type Telemetry struct {
 	// Types that are valid to be assigned to Payload:
 	//
 	//	*Telemetry_Events
+	//	*Telemetry_Summaries
 	Payload       isTelemetry_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -530,6 +531,15 @@ func (x *Telemetry) GetEvents() *Events {
 	return nil
 }
 
+func (x *Telemetry) GetSummaries() *Summaries {
+	if x != nil {
+		if x, ok := x.Payload.(*Telemetry_Summaries); ok {
+			return x.Summaries
+		}
+	}
+	return nil
+}
+
 type isTelemetry_Payload interface {
 	isTelemetry_Payload()
 }
@@ -538,7 +548,13 @@ type Telemetry_Events struct {
 	Events *Events `protobuf:"bytes,10,opt,name=events,proto3,oneof"`
 }
 
+type Telemetry_Summaries struct {
+	Summaries *Summaries `protobuf:"bytes,11,opt,name=summaries,proto3,oneof"`
+}
+
 func (*Telemetry_Events) isTelemetry_Payload() {}
+
+func (*Telemetry_Summaries) isTelemetry_Payload() {}
 
 // Events is a batch of notable things that happened on the device.
 type Events struct {
@@ -729,7 +745,7 @@ var File_flotilla_v1_control_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x19flotilla/v1/control.proto\x12\vflotilla.v1\"\xbd\x02\n" +
+	"\x19flotilla/v1/control.proto\x12\vflotilla.v1\x1a\x1bflotilla/v1/telemetry.proto\"\xbd\x02\n" +
 	"\fDesiredState\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12 \n" +
@@ -765,7 +781,7 @@ const file_flotilla_v1_control_proto_rawDesc = "" +
 	"\x02ok\x18\x03 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12$\n" +
 	"\x0efinished_at_ms\x18\x05 \x01(\x03R\ffinishedAtMs\x12\x16\n" +
-	"\x06output\x18\x06 \x01(\fR\x06output\"\xb2\x01\n" +
+	"\x06output\x18\x06 \x01(\fR\x06output\"\xea\x01\n" +
 	"\tTelemetry\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x1a\n" +
@@ -773,7 +789,8 @@ const file_flotilla_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"sent_at_ms\x18\x04 \x01(\x03R\bsentAtMs\x12-\n" +
 	"\x06events\x18\n" +
-	" \x01(\v2\x13.flotilla.v1.EventsH\x00R\x06eventsB\t\n" +
+	" \x01(\v2\x13.flotilla.v1.EventsH\x00R\x06events\x126\n" +
+	"\tsummaries\x18\v \x01(\v2\x16.flotilla.v1.SummariesH\x00R\tsummariesB\t\n" +
 	"\apayload\"4\n" +
 	"\x06Events\x12*\n" +
 	"\x06events\x18\x01 \x03(\v2\x12.flotilla.v1.EventR\x06events\"\xcf\x01\n" +
@@ -819,6 +836,7 @@ var file_flotilla_v1_control_proto_goTypes = []any{
 	nil,                   // 10: flotilla.v1.DesiredState.DirectorMetadataEntry
 	nil,                   // 11: flotilla.v1.DesiredHints.LabelsEntry
 	nil,                   // 12: flotilla.v1.Event.AttrsEntry
+	(*Summaries)(nil),     // 13: flotilla.v1.Summaries
 }
 var file_flotilla_v1_control_proto_depIdxs = []int32{
 	10, // 0: flotilla.v1.DesiredState.director_metadata:type_name -> flotilla.v1.DesiredState.DirectorMetadataEntry
@@ -827,13 +845,14 @@ var file_flotilla_v1_control_proto_depIdxs = []int32{
 	3,  // 3: flotilla.v1.Command.ping:type_name -> flotilla.v1.Ping
 	4,  // 4: flotilla.v1.Command.resync:type_name -> flotilla.v1.Resync
 	7,  // 5: flotilla.v1.Telemetry.events:type_name -> flotilla.v1.Events
-	8,  // 6: flotilla.v1.Events.events:type_name -> flotilla.v1.Event
-	12, // 7: flotilla.v1.Event.attrs:type_name -> flotilla.v1.Event.AttrsEntry
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	13, // 6: flotilla.v1.Telemetry.summaries:type_name -> flotilla.v1.Summaries
+	8,  // 7: flotilla.v1.Events.events:type_name -> flotilla.v1.Event
+	12, // 8: flotilla.v1.Event.attrs:type_name -> flotilla.v1.Event.AttrsEntry
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_control_proto_init() }
@@ -841,12 +860,14 @@ func file_flotilla_v1_control_proto_init() {
 	if File_flotilla_v1_control_proto != nil {
 		return
 	}
+	file_flotilla_v1_telemetry_proto_init()
 	file_flotilla_v1_control_proto_msgTypes[2].OneofWrappers = []any{
 		(*Command_Ping)(nil),
 		(*Command_Resync)(nil),
 	}
 	file_flotilla_v1_control_proto_msgTypes[6].OneofWrappers = []any{
 		(*Telemetry_Events)(nil),
+		(*Telemetry_Summaries)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -761,6 +761,12 @@ type ModelState struct {
 	Health        ModelState_Health      `protobuf:"varint,5,opt,name=health,proto3,enum=flotilla.v1.ModelState_Health" json:"health,omitempty"`
 	LastError     string                 `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	Rollbacks     uint64                 `protobuf:"varint,7,opt,name=rollbacks,proto3" json:"rollbacks,omitempty"`
+	// The bundle staged (verified and unpacked) in the inactive slot, waiting
+	// for activation; zero when none.
+	StagedRelease uint64 `protobuf:"varint,8,opt,name=staged_release,json=stagedRelease,proto3" json:"staged_release,omitempty"`
+	StagedVersion string `protobuf:"bytes,9,opt,name=staged_version,json=stagedVersion,proto3" json:"staged_version,omitempty"`
+	StagedSlot    string `protobuf:"bytes,10,opt,name=staged_slot,json=stagedSlot,proto3" json:"staged_slot,omitempty"`       // "a" or "b"
+	StagedDigest  string `protobuf:"bytes,11,opt,name=staged_digest,json=stagedDigest,proto3" json:"staged_digest,omitempty"` // the manifest's digest, lowercase hex
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -844,6 +850,34 @@ func (x *ModelState) GetRollbacks() uint64 {
 	return 0
 }
 
+func (x *ModelState) GetStagedRelease() uint64 {
+	if x != nil {
+		return x.StagedRelease
+	}
+	return 0
+}
+
+func (x *ModelState) GetStagedVersion() string {
+	if x != nil {
+		return x.StagedVersion
+	}
+	return ""
+}
+
+func (x *ModelState) GetStagedSlot() string {
+	if x != nil {
+		return x.StagedSlot
+	}
+	return ""
+}
+
+func (x *ModelState) GetStagedDigest() string {
+	if x != nil {
+		return x.StagedDigest
+	}
+	return ""
+}
+
 var File_flotilla_v1_device_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_device_proto_rawDesc = "" +
@@ -915,7 +949,7 @@ const file_flotilla_v1_device_proto_rawDesc = "" +
 	"sent_at_ms\x18\x02 \x01(\x03R\bsentAtMs\x12)\n" +
 	"\x10desired_revision\x18\x03 \x01(\x04R\x0fdesiredRevision\x12/\n" +
 	"\x06models\x18\x04 \x03(\v2\x17.flotilla.v1.ModelStateR\x06models\x12#\n" +
-	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\"\xfe\x02\n" +
+	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\"\x92\x04\n" +
 	"\n" +
 	"ModelState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
@@ -926,7 +960,13 @@ const file_flotilla_v1_device_proto_rawDesc = "" +
 	"\x06health\x18\x05 \x01(\x0e2\x1e.flotilla.v1.ModelState.HealthR\x06health\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x12\x1c\n" +
-	"\trollbacks\x18\a \x01(\x04R\trollbacks\"x\n" +
+	"\trollbacks\x18\a \x01(\x04R\trollbacks\x12%\n" +
+	"\x0estaged_release\x18\b \x01(\x04R\rstagedRelease\x12%\n" +
+	"\x0estaged_version\x18\t \x01(\tR\rstagedVersion\x12\x1f\n" +
+	"\vstaged_slot\x18\n" +
+	" \x01(\tR\n" +
+	"stagedSlot\x12#\n" +
+	"\rstaged_digest\x18\v \x01(\tR\fstagedDigest\"x\n" +
 	"\x06Health\x12\x16\n" +
 	"\x12HEALTH_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eHEALTH_HEALTHY\x10\x01\x12\x14\n" +

@@ -132,8 +132,14 @@ type EnrolResponse struct {
 	CertificatePem  []byte                 `protobuf:"bytes,6,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"` // client certificate, if asked for and available
 	TopicPrefix     string                 `protobuf:"bytes,7,opt,name=topic_prefix,json=topicPrefix,proto3" json:"topic_prefix,omitempty"`
 	ProtocolVersion uint32                 `protobuf:"varint,8,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The trusted roots a device starts from (TUF JSON), received over this
+	// pinned enrolment channel: the release repository's newest root (empty
+	// while the control plane holds no release repository) and the
+	// director's. See docs/security.md.
+	ReleaseRoot   []byte `protobuf:"bytes,9,opt,name=release_root,json=releaseRoot,proto3" json:"release_root,omitempty"`
+	DirectorRoot  []byte `protobuf:"bytes,10,opt,name=director_root,json=directorRoot,proto3" json:"director_root,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnrolResponse) Reset() {
@@ -222,6 +228,20 @@ func (x *EnrolResponse) GetProtocolVersion() uint32 {
 	return 0
 }
 
+func (x *EnrolResponse) GetReleaseRoot() []byte {
+	if x != nil {
+		return x.ReleaseRoot
+	}
+	return nil
+}
+
+func (x *EnrolResponse) GetDirectorRoot() []byte {
+	if x != nil {
+		return x.DirectorRoot
+	}
+	return nil
+}
+
 var File_flotilla_v1_enrol_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_enrol_proto_rawDesc = "" +
@@ -238,7 +258,7 @@ const file_flotilla_v1_enrol_proto_rawDesc = "" +
 	"\x10want_certificate\x18\a \x01(\bR\x0fwantCertificate\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe7\x02\n" +
 	"\rEnrolResponse\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x19\n" +
 	"\bmqtt_url\x18\x02 \x01(\tR\amqttUrl\x12#\n" +
@@ -247,7 +267,10 @@ const file_flotilla_v1_enrol_proto_rawDesc = "" +
 	"\x06ca_pem\x18\x05 \x01(\fR\x05caPem\x12'\n" +
 	"\x0fcertificate_pem\x18\x06 \x01(\fR\x0ecertificatePem\x12!\n" +
 	"\ftopic_prefix\x18\a \x01(\tR\vtopicPrefix\x12)\n" +
-	"\x10protocol_version\x18\b \x01(\rR\x0fprotocolVersionB4Z2github.com/flotilla-edge/flotilla/proto/flotillapbb\x06proto3"
+	"\x10protocol_version\x18\b \x01(\rR\x0fprotocolVersion\x12!\n" +
+	"\frelease_root\x18\t \x01(\fR\vreleaseRoot\x12#\n" +
+	"\rdirector_root\x18\n" +
+	" \x01(\fR\fdirectorRootB4Z2github.com/flotilla-edge/flotilla/proto/flotillapbb\x06proto3"
 
 var (
 	file_flotilla_v1_enrol_proto_rawDescOnce sync.Once

@@ -104,6 +104,14 @@ func (m *ReportedState) Validate() error {
 		if err := text("models.last_error", ms.GetLastError()); err != nil {
 			return err
 		}
+		if d := ms.GetStagedDigest(); d != "" {
+			if err := CheckDigest(d); err != nil {
+				return fmt.Errorf("models[%d].staged_digest: %w", i, err)
+			}
+		}
+		if len(ms.GetStagedSlot()) > 8 || len(ms.GetStagedVersion()) > 128 {
+			return fmt.Errorf("models[%d]: staged_slot or staged_version too long", i)
+		}
 	}
 	return nil
 }

@@ -559,3 +559,26 @@ func (m *ReleaseMetadata) Validate() error {
 	}
 	return nil
 }
+
+// Validate checks a fetch progress report.
+func (m *FetchProgress) Validate() error {
+	if err := deviceID(m.GetDeviceId()); err != nil {
+		return err
+	}
+	if err := CheckDigest(m.GetBundleDigest()); err != nil {
+		return err
+	}
+	if _, ok := FetchProgress_State_name[int32(m.GetState())]; !ok || m.GetState() == FetchProgress_STATE_UNSPECIFIED {
+		return fmt.Errorf("state %d: unknown", m.GetState())
+	}
+	if m.GetBytesHave() > m.GetBytesTotal() || m.GetChunksHave() > m.GetChunksTotal() {
+		return errors.New("have exceeds total")
+	}
+	if r := m.GetRate(); r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+		return fmt.Errorf("rate %v: want a finite number ≥ 0", r)
+	}
+	if len(m.GetModel()) > 64 {
+		return errors.New("model: over 64 bytes")
+	}
+	return text("error", m.GetError())
+}

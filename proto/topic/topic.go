@@ -58,6 +58,8 @@ const (
 	ChunkRepair   Kind = "chunks"
 	BundleChunks  Kind = "bundle-chunks"
 	ReleaseMeta   Kind = "release-meta"
+	Manifest      Kind = "bundle-manifest"
+	Progress      Kind = "progress"
 )
 
 // Scope says which placeholder a topic pattern has.
@@ -88,6 +90,7 @@ type Entry struct {
 
 const (
 	kib = 1 << 10
+	mib = 1 << 20
 )
 
 // Table is the topic scheme. Changing a row is a protocol change: bump
@@ -119,6 +122,10 @@ var Table = []Entry{
 		"a wave's chunks, published once and fanned out by the broker"},
 	{ReleaseMeta, Fleet, "release/meta", Control, Device, 1, true, "flotilla.v1.ReleaseMetadata", 1024 * kib,
 		"the release repository's signed TUF metadata"},
+	{Manifest, PerBundle, "manifest", Control, Device, 1, true, "flotilla.v1.BundleManifest", 4 * mib,
+		"the manifest's exact bytes: their SHA-256 is the TUF target hash and {bundle} that digest in hex"},
+	{Progress, PerDevice, "progress", Device, Control, 0, false, "flotilla.v1.FetchProgress", 4 * kib,
+		"a device's progress fetching and staging one bundle"},
 }
 
 // Lookup returns the table row of a kind.

@@ -110,13 +110,20 @@ func TestDeviceAccess(t *testing.T) {
 			t.Errorf("device me may touch %s", other)
 		}
 	}
-	for _, f := range []string{"#", "flotilla/v1/#", "flotilla/v1/dev/+/desired", "flotilla/v1/dev/me/#", "$SYS/#", "flotilla/v1/bundle/+/chunks"} {
+	for _, f := range []string{"#", "flotilla/v1/#", "flotilla/v1/dev/+/desired", "flotilla/v1/dev/me/#", "$SYS/#", "flotilla/v1/bundle/+/chunks", "flotilla/v1/bundle/+/manifest"} {
 		if s.DeviceMaySubscribe("me", f) {
 			t.Errorf("device may subscribe to wildcard %q", f)
 		}
 	}
 	if s.DeviceMayPublish("me", s.Device(topic.Desired, "me")) {
 		t.Error("device may write its own desired state")
+	}
+	digest := strings.Repeat("ab", 32)
+	if s.DeviceMayPublish("me", s.Bundle(topic.Manifest, digest)) || !s.DeviceMaySubscribe("me", s.Bundle(topic.Manifest, digest)) {
+		t.Error("a device must read, never write, a bundle's manifest")
+	}
+	if !s.DeviceMayPublish("me", s.Device(topic.Progress, "me")) || s.DeviceMaySubscribe("me", s.Device(topic.Progress, "me")) {
+		t.Error("a device writes, never reads, its own progress")
 	}
 }
 

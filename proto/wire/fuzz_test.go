@@ -242,3 +242,15 @@ func TestManifestValidate(t *testing.T) {
 		}
 	}
 }
+
+func FuzzProgress(f *testing.F) {
+	fuzzDecode(f, topic.Progress, func() *pb.FetchProgress { return new(pb.FetchProgress) },
+		&pb.FetchProgress{DeviceId: "d", BundleDigest: strings.Repeat("ab", 32), Model: "digits", Release: 2,
+			BytesHave: 10, BytesTotal: 20, ChunksHave: 1, ChunksTotal: 2, Rate: 5, State: pb.FetchProgress_STATE_FETCHING})
+}
+
+// FuzzManifestTopic: the manifest as it arrives on bundle/{bundle}/manifest,
+// under that topic's size limit.
+func FuzzManifestTopic(f *testing.F) {
+	fuzzDecode(f, topic.Manifest, func() *pb.BundleManifest { return new(pb.BundleManifest) }, validManifest())
+}

@@ -1,0 +1,36 @@
+// Package install stages verified bundles on the device: from the release
+// repository's metadata and the director's (from the desired state) to a
+// bundle unpacked in its model's inactive slot, every byte checked.
+//
+//	VerifyForInstall(release, director)  agent/trust: both repositories agree
+//	  │ for each target above the model's installed release counter
+//	  ▼
+//	manifest  subscribe bundle/{digest}/manifest (retained) until it arrives;
+//	  │       Target.Check: its length and SHA-256 are the signed target's
+//	  ▼
+//	fetch     agent/fetch into agent/chunkstore: the wave, then repairs;
+//	  │       only chunks the store lacks, each checked against the manifest
+//	  ▼
+//	unpack    agent/unpack into DIR/models/<model>/<inactive slot>; the
+//	  │       manifest beside it as <slot>.manifest
+//	  ▼
+//	record    trust.RecordInstalled (the counter floor rises), staged.json,
+//	          then Stager.OnStaged: activation is agent/lifecycle's
+//
+// FetchProgress goes to the control plane on the device's progress topic
+// throughout. Every refusal is an error wrapping its sentinel (agent/trust,
+// unpack, or ErrManifestMismatch here) and changes nothing already staged
+// or running. A fetch cut short (ErrIncomplete) leaves its chunks stored,
+// and the next Apply continues from them.
+//
+// Layout of Config.Dir:
+//
+//	roots/{release,director}.root.json  the roots given at enrolment (Provision)
+//	trust/                              agent/trust's durable state
+//	chunks/                             agent/chunkstore
+//	models/<model>/{a,b}                slots; <slot>.manifest beside each
+//	staged.json                         what is staged, per model
+//
+// The package talks to MQTT only through the small Link interface (what
+// agent/fetch needs), so the agent's session and tests plug in their own.
+package install
