@@ -1,0 +1,185 @@
+package inferapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flotilla-edge/flotilla/runtime"
+)
+
+// mobilenetPath is $FLOTILLA_MOBILENET or ../../../shared/models/mobilenetv2;
+// "" when it is absent outside CI.
+func mobilenetPath(b *testing.B) string {
+	p := os.Getenv("FLOTILLA_MOBILENET")
+	if p == "" {
+		p = filepath.Join("..", "..", "..", "shared", "models", "mobilenetv2", "model.onnx")
+	}
+	if _, err := os.Stat(p); err != nil {
+		if os.Getenv("CI") != "" {
+			b.Fatalf("mobilenetv2 missing: %v", err)
+		}
+		b.Logf("mobilenetv2 part skipped: %v", err)
+		return ""
+	}
+	return p
+}
+
+// mobilenetBundle makes a bundle folder for mobilenetv2 (no golden check:
+// its weights are random).
+func mobilenetBundle(b *testing.B) string {
+	path := mobilenetPath(b)
+	if path == "" {
+		return ""
+	}
+	dir := b.TempDir()
+	src, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "model.onnx"), src, 0o644)
+	os.WriteFile(filepath.Join(dir, "bundle.toml"), []byte(`name = "mobilenetv2"
+release = 1
+kind = "model"
+[[variants]]
+runtime = "onnx"
+entry = "model.onnx"
+`), 0o644)
+	return dir
+}
+
+// measure runs fn from `clients` goroutines b.N times in all and reports
+// p50, p99 and throughput.
+func measure(b *testing.B, clients int, fn func() error) {
+	lat := make([]time.Duration, b.N)
+	var next sync.Mutex
+	i := 0
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				next.Lock()
+				n := i
+				i++
+				next.Unlock()
+				if n >= b.N {
+					return
+				}
+				t := time.Now()
+				if err := fn(); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[n] = time.Since(t)
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	b.StopTimer()
+	sort.Slice(lat, func(a, c int) bool { return lat[a] < lat[c] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(b.N)/el.Seconds(), "req/s")
+}
+
+type benchCase struct {
+	name   string
+	bundle string
+	input  runtime.Tensor
+	body   []byte            // the API request
+	header map[string]string // for the binary extension
+}
+
+func digitsCase(b *testing.B) benchCase {
+	rows := loadRows(b)
+	var data []byte
+	for _, v := range rows.Pixels[0] {
+		data = binary.LittleEndian.AppendUint32(data, math.Float32bits(float32(v)))
+	}
+	body, _ := json.Marshal(map[string]any{"inputs": []any{map[string]any{"name": "pixels", "shape": []int{1, 64}, "datatype": "FP32", "data": rows.Pixels[0]}}})
+	return benchCase{name: "digits", bundle: digitsBundle, body: body,
+		input: runtime.Tensor{Name: "pixels", DType: runtime.Float32, Shape: []int64{1, 64}, Data: data}}
+}
+
+func mobilenetCase(b *testing.B) benchCase {
+	dir := mobilenetBundle(b)
+	if dir == "" {
+		return benchCase{}
+	}
+	data := make([]byte, 4*3*224*224)
+	for i := 0; i < len(data); i += 4 {
+		binary.LittleEndian.PutUint32(data[i:], math.Float32bits(float32(i%255)/255))
+	}
+	hdr, _ := json.Marshal(map[string]any{"inputs": []any{map[string]any{"name": "image", "shape": []int{1, 3, 224, 224}, "datatype": "FP32",
+		"parameters": map[string]any{"binary_data_size": len(data)}}}, "parameters": map[string]any{"binary_data_output": true}})
+	return benchCase{name: "mobilenetv2", bundle: dir, body: append(hdr, data...), header: map[string]string{headerLength: strconv.Itoa(len(hdr))},
+		input: runtime.Tensor{Name: "image", DType: runtime.Float32, Shape: []int64{1, 3, 224, 224}, Data: data}}
+}
+
+// BenchmarkInfer compares, side by side in one run, calling the ONNX
+// plugin directly with going through the local API on loopback (JSON for
+// digits, the binary tensor extension for mobilenetv2), at 1, 4 and 16
+// concurrent clients.
+func BenchmarkInfer(b *testing.B) {
+	for _, mk := range []func(*testing.B) benchCase{digitsCase, mobilenetCase} {
+		c := mk(b)
+		if c.bundle == "" {
+			continue
+		}
+		p := onnxPlugin(b)
+		l := activate(b, p, c.bundle)
+		direct, err := p.Load(context.Background(), runtime.LoadSpec{Dir: c.bundle, Entry: "model.onnx"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := New(Config{Models: l, Concurrency: 16, MaxQueue: 64})
+		tcp, _, base := serve(b, s)
+		tcp.Transport = &http.Transport{MaxIdleConnsPerHost: 32}
+		url := base + "/v2/models/" + c.name + "/infer"
+		in := []runtime.Tensor{c.input}
+		for _, clients := range []int{1, 4, 16} {
+			b.Run(fmt.Sprintf("%s/direct/clients=%d", c.name, clients), func(b *testing.B) {
+				measure(b, clients, func() error {
+					_, err := direct.Infer(context.Background(), in)
+					return err
+				})
+			})
+			b.Run(fmt.Sprintf("%s/api/clients=%d", c.name, clients), func(b *testing.B) {
+				measure(b, clients, func() error {
+					req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(c.body))
+					for k, v := range c.header {
+						req.Header.Set(k, v)
+					}
+					resp, err := tcp.Do(req)
+					if err != nil {
+						return err
+					}
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						return fmt.Errorf("status %d", resp.StatusCode)
+					}
+					return err
+				})
+			})
+		}
+		direct.Close()
+	}
+}

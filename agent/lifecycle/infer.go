@@ -1,0 +1,118 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/flotilla-edge/flotilla/runtime"
+)
+
+// Served describes the release a model's requests go to.
+type Served struct {
+	Name     string
+	Release  uint64
+	Version  string
+	Runtime  string // the runtime it runs in: "onnx", "wasm"
+	Inputs   []runtime.TensorInfo
+	Outputs  []runtime.TensorInfo
+	Shadowed bool // on probation, with the previous release run beside it
+}
+
+// VersionLabel is the version as the inference API names it: the
+// release number.
+func (s Served) VersionLabel() string { return strconv.FormatUint(s.Release, 10) }
+
+// Active describes what model name serves now; false when it serves
+// nothing (unknown, never activated, or its release failed to load).
+func (l *Lifecycle) Active(name string) (Served, bool) {
+	e, err := l.entry(name, false)
+	if err != nil {
+		return Served{}, false
+	}
+	s := e.cur.Load()
+	if s == nil {
+		return Served{}, false
+	}
+	a := s.active
+	return Served{Name: name, Release: a.release, Version: a.version, Runtime: a.rt.Name(),
+		Inputs: a.inputs, Outputs: a.outputs, Shadowed: s.shadow != nil}, true
+}
+
+// Result is an inference's outputs and the release that computed them.
+type Result struct {
+	Outputs []runtime.Tensor
+	Release uint64
+	Version string
+}
+
+// Infer runs model name's active release on inputs and counts the call.
+// During a shadowed probation the previous release runs on the same
+// inputs in the background and disagreements are counted; its result is
+// never returned. Invalid input (runtime.ErrInvalidInput) is the caller's
+// fault and not counted as a model error.
+func (l *Lifecycle) Infer(ctx context.Context, name string, inputs []runtime.Tensor) (Result, error) {
+	e, err := l.entry(name, false)
+	if err != nil {
+		return Result{}, err
+	}
+	for range 3 { // a switch may close the release between Load and acquire
+		s := e.cur.Load()
+		if s == nil {
+			return Result{}, fmt.Errorf("%w: %q has no active release", ErrNotFound, name)
+		}
+		a := s.active
+		if !a.acquire() {
+			continue
+		}
+		start := time.Now()
+		out, err := a.model.Infer(ctx, inputs)
+		d := time.Since(start)
+		a.release_()
+		failed := err != nil && !errors.Is(err, runtime.ErrInvalidInput) && ctx.Err() == nil
+		e.stats.Observe(a.release, d, failed)
+		if errors.Is(err, runtime.ErrUnavailable) {
+			e.noteCrashes(a.rt)
+		}
+		if err != nil {
+			return Result{}, err
+		}
+		if s.shadow != nil {
+			l.shadowRun(e, s, inputs, out)
+		}
+		return Result{Outputs: out, Release: a.release, Version: a.version}, nil
+	}
+	return Result{}, fmt.Errorf("%w: %q is switching releases", runtime.ErrUnavailable, name)
+}
+
+// shadowRun runs the incumbent on the same inputs in the background and
+// compares, within the candidate's golden tolerance. Beyond the shadow
+// concurrency the request is not shadowed.
+func (l *Lifecycle) shadowRun(e *entry, s *serving, inputs, want []runtime.Tensor) {
+	select {
+	case e.shadowSem <- struct{}{}:
+	default:
+		return
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer func() { <-e.shadowSem }()
+		inc := s.shadow
+		if !inc.acquire() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.GoldenTimeout)
+		start := time.Now()
+		got, err := inc.model.Infer(ctx, inputs)
+		cancel()
+		d := time.Since(start)
+		inc.release_()
+		e.stats.Release(inc.release).Observe(d, err != nil)
+		disagree := err == nil && compareAll(got, want, s.active.tol) != nil
+		e.stats.Release(s.active.release).ObserveShadow(disagree, err != nil)
+		e.stats.Total.ObserveShadow(disagree, err != nil)
+	}()
+}
