@@ -172,6 +172,11 @@ func (m *Telemetry) Validate() error {
 	if n := len(m.GetEvents().GetEvents()); n > maxEvents {
 		return fmt.Errorf("events: %d, at most %d", n, maxEvents)
 	}
+	if s := m.GetSummaries(); s != nil {
+		if err := s.Validate(); err != nil {
+			return fmt.Errorf("summaries: %w", err)
+		}
+	}
 	return nil
 }
 

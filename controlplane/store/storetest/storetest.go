@@ -42,6 +42,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"DesiredRevision", testDesiredRevision},
 		{"MarkAllOffline", testMarkAllOffline},
 		{"EnrolTokenByHash", testEnrolTokenByHash},
+		{"Telemetry", testTelemetry},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

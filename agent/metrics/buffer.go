@@ -1,0 +1,432 @@
+package metrics
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
+)
+
+// FileName is the buffer's database file in the agent's data folder; it is
+// separate from the agent's state database.
+const FileName = "metrics.db"
+
+// pragmas are in the DSN so that every connection gets them: WAL, NORMAL
+// synchronous (durable across a process crash; a power cut may lose the
+// last commits, which WAL keeps consistent), and IMMEDIATE transactions.
+const pragmas = "_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
+	"&_pragma=synchronous(NORMAL)&_txlock=immediate"
+
+const schema = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+	id         INTEGER PRIMARY KEY,
+	at_ms      INTEGER NOT NULL,
+	model      TEXT NOT NULL,
+	release    INTEGER NOT NULL,
+	version    TEXT NOT NULL,
+	slot       TEXT NOT NULL,
+	latency_us INTEGER NOT NULL,
+	ok         INTEGER NOT NULL,
+	features   BLOB,
+	prediction REAL              -- NULL: no prediction
+);
+CREATE INDEX IF NOT EXISTS records_by_model ON records (model, at_ms);
+CREATE TABLE IF NOT EXISTS outbox (
+	seq      INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: the Telemetry sequence
+	start_ms INTEGER NOT NULL,
+	end_ms   INTEGER NOT NULL,
+	payload  BLOB NOT NULL,                     -- a flotilla.v1.Summaries
+	sent_ms  INTEGER NOT NULL DEFAULT 0         -- 0: never sent, so it may still be coarsened
+);
+`
+
+// Options configure a Buffer. Zero values take the defaults.
+type Options struct {
+	Now         func() time.Time // the clock; time.Now by default
+	QueueSize   int              // records the hot path may queue; 65536
+	BatchSize   int              // rows per write transaction; 1000
+	QuotaBytes  int64            // database size limit; 64 MiB
+	Window      time.Duration    // summary window; 60 s
+	MaxCarry    int              // windows a small window is carried forward at most; 10
+	Baselines   Baselines        // drift baselines by model and release; nil: none
+	Counters    CounterSource    // lifecycle counters per window; nil: none
+	MaxInFlight int              // unacknowledged messages in flight; 16
+	AckTimeout  time.Duration    // resend an unacknowledged message after; 30 s
+	// MessagesPerSecond paces the drain; 20.
+	MessagesPerSecond float64
+	// BudgetBytesPerDay limits telemetry bytes on a metered link; 0: none.
+	BudgetBytesPerDay int64
+	// SummariesPerMessage caps how many summaries one message carries,
+	// after coarsening; 64.
+	SummariesPerMessage int
+}
+
+func (o *Options) defaults() {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.QueueSize, 1<<16)
+	def(&o.BatchSize, 1000)
+	def(&o.MaxCarry, 10)
+	def(&o.MaxInFlight, 16)
+	def(&o.SummariesPerMessage, 64)
+	if o.QuotaBytes <= 0 {
+		o.QuotaBytes = 64 << 20
+	}
+	if o.Window <= 0 {
+		o.Window = time.Minute
+	}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = 30 * time.Second
+	}
+	if o.MessagesPerSecond <= 0 {
+		o.MessagesPerSecond = 20
+	}
+}
+
+// Stats are the buffer's counters since it opened (Pending and Records are
+// current).
+type Stats struct {
+	Buffered          uint64 // records written
+	Dropped           uint64 // records refused because the queue was full
+	Lost              uint64 // records that could not be written (disk full, I/O error)
+	EvictedRecords    uint64 // unsummarised records evicted for the quota
+	EvictedSummaries  uint64 // outbox messages evicted for the quota
+	Coarsened         uint64 // outbox messages merged into their neighbours
+	Summaries         uint64 // summaries produced
+	Sent, Acked       uint64 // messages published and acknowledged
+	Records, Pending  int64  // rows in records and in the outbox now
+	DatabaseBytes     int64  // pages in use × page size
+	LastWriteError    string
+	LastWriteErrorAt  time.Time
+	OldestPendingFrom time.Time // start of the oldest unacknowledged window
+}
+
+// Buffer is the record buffer and outbox. Record is safe for concurrent use
+// and never blocks; the other methods serialise on the database.
+type Buffer struct {
+	db    *sql.DB
+	opt   Options
+	epoch string
+	ch    chan entry
+	done  chan struct{}
+	wg    sync.WaitGroup
+	close sync.Once
+
+	pageSize int64
+	fullStmt *sql.Stmt // the INSERT of rowsPerStatement records, prepared once
+	batches  uint64    // written by the writer goroutine only
+
+	buffered, dropped, lost, evictedRecords, evictedSummaries atomic.Uint64
+	coarsened, summaries, sent, acked                         atomic.Uint64
+	errMu                                                     sync.Mutex
+	lastErr                                                   string
+	lastErrAt                                                 time.Time
+
+	mu     sync.Mutex // the outbox's drain state
+	device string
+	bucket tokenBucket
+	budget tokenBucket
+}
+
+var _ Recorder = (*Buffer)(nil)
+
+// Open opens (creating if needed) the buffer in the data folder dir and
+// starts its writer. Close stops it.
+func Open(ctx context.Context, dir string, opt Options) (*Buffer, error) {
+	opt.defaults()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	db, err := sql.Open("sqlite", "file:"+path+"?"+pragmas)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	db.SetConnMaxIdleTime(0)
+	db.SetConnMaxLifetime(0)
+	b := &Buffer{db: db, opt: opt, ch: make(chan entry, opt.QueueSize), done: make(chan struct{})}
+	if err := b.init(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("metrics: open %s: %w", path, err)
+	}
+	now := opt.Now()
+	b.bucket = newBucket(opt.MessagesPerSecond, max(1, opt.MessagesPerSecond), now)
+	if opt.BudgetBytesPerDay > 0 {
+		perSec := float64(opt.BudgetBytesPerDay) / 86400
+		b.budget = newBucket(perSec, float64(opt.BudgetBytesPerDay)/24, now)
+	}
+	b.wg.Add(1)
+	go b.writer()
+	return b, nil
+}
+
+func (b *Buffer) init(ctx context.Context) error {
+	if _, err := b.db.ExecContext(ctx, schema); err != nil {
+		return err
+	}
+	if err := b.db.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&b.pageSize); err != nil {
+		return err
+	}
+	// The quota is SQLite's own page limit: past it a write fails with
+	// SQLITE_FULL, which the writer answers by evicting.
+	if _, err := b.db.ExecContext(ctx, fmt.Sprintf(`PRAGMA max_page_count = %d`, max(16, b.opt.QuotaBytes/b.pageSize))); err != nil {
+		return err
+	}
+	var err error
+	if b.fullStmt, err = b.db.PrepareContext(ctx, insertSQL(rowsPerStatement)); err != nil {
+		return err
+	}
+	err = b.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'epoch'`).Scan(&b.epoch)
+	if errors.Is(err, sql.ErrNoRows) {
+		var r [8]byte
+		_, _ = rand.Read(r[:])
+		b.epoch = hex.EncodeToString(r[:])
+		_, err = b.db.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('epoch', ?)`, b.epoch)
+	}
+	return err
+}
+
+// Epoch names this database: it changes when the file is re-created, so the
+// control plane does not take restarted sequences for duplicates.
+func (b *Buffer) Epoch() string { return b.epoch }
+
+// Record enqueues r for the writer. It never blocks: when the queue is full
+// the record is dropped and counted.
+func (b *Buffer) Record(r Record) {
+	select {
+	case b.ch <- entry{rec: r}:
+	default:
+		b.dropped.Add(1)
+	}
+}
+
+// Close writes what is queued and closes the database.
+func (b *Buffer) Close() error {
+	b.close.Do(func() { close(b.done) })
+	b.wg.Wait()
+	if b.fullStmt != nil {
+		b.fullStmt.Close()
+	}
+	return b.db.Close()
+}
+
+// Sync waits until every record queued before the call is written. The
+// windowing calls it; it blocks while the queue is full.
+func (b *Buffer) Sync(ctx context.Context) error {
+	done := make(chan struct{})
+	select {
+	case b.ch <- entry{sync: done}:
+	case <-b.done:
+		return errors.New("metrics: closed")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// entry is a record, or a Sync marker.
+type entry struct {
+	rec  Record
+	sync chan struct{}
+}
+
+func (b *Buffer) writer() {
+	defer b.wg.Done()
+	batch := make([]Record, 0, b.opt.BatchSize)
+	var syncs []chan struct{}
+	flush := func() {
+		if len(batch) > 0 {
+			b.write(batch)
+			batch = batch[:0]
+		}
+		for _, c := range syncs {
+			close(c)
+		}
+		syncs = syncs[:0]
+	}
+	take := func(e entry) {
+		if e.sync != nil {
+			syncs = append(syncs, e.sync)
+			return
+		}
+		batch = append(batch, e.rec)
+		if len(batch) == b.opt.BatchSize {
+			b.write(batch)
+			batch = batch[:0]
+		}
+	}
+	for {
+		select {
+		case e := <-b.ch:
+			take(e)
+			// Take what is already queued, then write: one transaction per
+			// batch of up to BatchSize rows.
+		more:
+			for {
+				select {
+				case e := <-b.ch:
+					take(e)
+				default:
+					break more
+				}
+			}
+			flush()
+		case <-b.done:
+			for {
+				select {
+				case e := <-b.ch:
+					take(e)
+					continue
+				default:
+				}
+				break
+			}
+			flush()
+			return
+		}
+	}
+}
+
+// write stores one batch; on SQLITE_FULL it evicts and tries once more,
+// then counts the batch as lost.
+func (b *Buffer) write(batch []Record) {
+	ctx := context.Background()
+	err := b.insert(ctx, batch)
+	if isFull(err) {
+		if _, e := b.enforceQuota(ctx, int64(len(batch))*256); e == nil {
+			err = b.insert(ctx, batch)
+		}
+	}
+	if err != nil {
+		b.lost.Add(uint64(len(batch)))
+		b.errMu.Lock()
+		b.lastErr, b.lastErrAt = err.Error(), b.opt.Now()
+		b.errMu.Unlock()
+		return
+	}
+	b.buffered.Add(uint64(len(batch)))
+	if b.batches++; b.batches%16 == 0 {
+		_, _ = b.enforceQuota(ctx, 0)
+	}
+}
+
+// rowsPerStatement is how many records one multi-row INSERT carries: one
+// trip through database/sql and the driver per 100 rows, not per row.
+const rowsPerStatement = 100
+
+func insertSQL(rows int) string {
+	var q strings.Builder
+	q.WriteString(`INSERT INTO records (at_ms, model, release, version, slot, latency_us, ok, features, prediction) VALUES `)
+	for i := range rows {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+	}
+	return q.String()
+}
+
+func (b *Buffer) insert(ctx context.Context, batch []Record) error {
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	args := make([]any, 0, 9*rowsPerStatement)
+	for lo := 0; lo < len(batch); lo += rowsPerStatement {
+		chunk := batch[lo:min(lo+rowsPerStatement, len(batch))]
+		args = args[:0]
+		for _, r := range chunk {
+			var pred any
+			if r.HasPrediction {
+				pred = r.Predicted
+			}
+			ok := 0
+			if r.OK {
+				ok = 1
+			}
+			args = append(args, r.At.UnixMilli(), r.Model, int64(r.Release), r.Version, r.Slot,
+				r.Latency.Microseconds(), ok, encodeFeatures(r.Features, r.Missing), pred)
+		}
+		if len(chunk) == rowsPerStatement {
+			if _, err := tx.StmtContext(ctx, b.fullStmt).ExecContext(ctx, args...); err != nil {
+				return err
+			}
+		} else if _, err := tx.ExecContext(ctx, insertSQL(len(chunk)), args...); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+func isFull(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && (e.Code()&0xff) == sqlite3.SQLITE_FULL
+}
+
+// usedBytes is the database's size in pages in use.
+func (b *Buffer) usedBytes(ctx context.Context) (int64, error) {
+	var pages, free int64
+	if err := b.db.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pages); err != nil {
+		return 0, err
+	}
+	if err := b.db.QueryRowContext(ctx, `PRAGMA freelist_count`).Scan(&free); err != nil {
+		return 0, err
+	}
+	return (pages - free) * b.pageSize, nil
+}
+
+// Stats returns the buffer's counters.
+func (b *Buffer) Stats(ctx context.Context) (Stats, error) {
+	s := Stats{
+		Buffered: b.buffered.Load(), Dropped: b.dropped.Load(), Lost: b.lost.Load(),
+		EvictedRecords: b.evictedRecords.Load(), EvictedSummaries: b.evictedSummaries.Load(),
+		Coarsened: b.coarsened.Load(), Summaries: b.summaries.Load(), Sent: b.sent.Load(), Acked: b.acked.Load(),
+	}
+	b.errMu.Lock()
+	s.LastWriteError, s.LastWriteErrorAt = b.lastErr, b.lastErrAt
+	b.errMu.Unlock()
+	var oldest sql.NullInt64
+	if err := b.db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM records), (SELECT COUNT(*) FROM outbox),
+		(SELECT MIN(start_ms) FROM outbox)`).Scan(&s.Records, &s.Pending, &oldest); err != nil {
+		return s, err
+	}
+	if oldest.Valid {
+		s.OldestPendingFrom = time.UnixMilli(oldest.Int64)
+	}
+	var err error
+	s.DatabaseBytes, err = b.usedBytes(ctx)
+	return s, err
+}
+
+// CounterSource gives the lifecycle's per-model counters accumulated since
+// its previous call for the same model and release.
+type CounterSource interface {
+	Take(model string, release uint64) *pb.ModelCounters
+}

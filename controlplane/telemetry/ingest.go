@@ -1,0 +1,299 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/flotilla-edge/flotilla/controlplane/store"
+	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
+	"github.com/flotilla-edge/flotilla/proto/topic"
+	"github.com/flotilla-edge/flotilla/proto/wire"
+)
+
+// Store is what the ingest, queries and rollups need of the control
+// plane's store.
+type Store interface {
+	StoreTelemetry(ctx context.Context, msgs []store.TelemetryMessage) ([]bool, error)
+	ListSummaries(ctx context.Context, f store.SummaryFilter) ([]store.StoredSummary, error)
+	ListRollups(ctx context.Context, g string, f store.SummaryFilter) ([]store.Rollup, error)
+	RollupState(ctx context.Context, g string) (int64, []store.RollupKey, error)
+	PutRollups(ctx context.Context, g string, rollups []store.Rollup, cleaned []store.RollupKey, watermark int64) error
+	SummariesBetween(ctx context.Context, fromMs, toMs int64) ([]store.StoredSummary, error)
+	OldestSummaryStart(ctx context.Context) (int64, bool, error)
+	DeleteTelemetryBefore(ctx context.Context, r store.TelemetryRetention) (int64, error)
+}
+
+// AckSender publishes an acknowledgement on the device's ack topic.
+type AckSender func(ctx context.Context, deviceID string, ack *pb.Ack) error
+
+// Options configure an Ingest.
+type Options struct {
+	Scheme    topic.Scheme
+	BatchSize int // messages per store transaction; 500
+	QueueSize int // messages waiting for a transaction; 4096
+	Now       func() time.Time
+	Logger    *slog.Logger
+}
+
+// Counters are the ingest's counters.
+type Counters struct {
+	Stored, Duplicates, Rejected, Ignored, Acked, AckErrors atomic.Uint64
+}
+
+// Ingest takes telemetry messages in and stores them.
+type Ingest struct {
+	st    Store
+	ack   AckSender
+	opt   Options
+	queue chan *Message
+	// Counters of what happened to each message.
+	Counters Counters
+}
+
+// NewIngest returns an ingest storing into st and acknowledging with ack.
+func NewIngest(st Store, ack AckSender, opt Options) *Ingest {
+	if opt.BatchSize <= 0 {
+		opt.BatchSize = 500
+	}
+	if opt.QueueSize <= 0 {
+		opt.QueueSize = 4096
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opt.Scheme == (topic.Scheme{}) {
+		opt.Scheme = topic.Default()
+	}
+	return &Ingest{st: st, ack: ack, opt: opt, queue: make(chan *Message, opt.QueueSize)}
+}
+
+// Subscription is the filter the control plane subscribes to, shared by
+// group so that replicas split the stream.
+func (in *Ingest) Subscription(group string) string {
+	return topic.Shared(group, in.opt.Scheme.AllDevices(topic.Telemetry))
+}
+
+// ErrRejected wraps the reason a message was refused.
+var ErrRejected = errors.New("telemetry rejected")
+
+// Message is a decoded telemetry message, with each summary's bytes as the
+// device sent them: they are stored as they are (unknown fields included),
+// without encoding again.
+type Message struct {
+	Telemetry *pb.Telemetry
+	raw       [][]byte
+}
+
+// NewMessage wraps a telemetry message built in process.
+func NewMessage(t *pb.Telemetry) *Message { return &Message{Telemetry: t} }
+
+// Decode checks one message from topic name: the topic is a device's
+// telemetry topic, the payload a valid Telemetry of that device carrying
+// valid summaries. A nil message and nil error mean a payload this ingest
+// does not store (events).
+func (in *Ingest) Decode(name string, payload []byte) (*Message, error) {
+	k, id, ok := in.opt.Scheme.Parse(name)
+	if !ok || k != topic.Telemetry {
+		return nil, fmt.Errorf("%w: topic %q is not a telemetry topic", ErrRejected, name)
+	}
+	var t pb.Telemetry
+	if err := wire.DecodeTopic(topic.Telemetry, payload, &t); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	if t.GetDeviceId() != id {
+		return nil, fmt.Errorf("%w: device_id %q on the topic of %q", ErrRejected, t.GetDeviceId(), id)
+	}
+	s := t.GetSummaries()
+	if s == nil {
+		return nil, nil
+	}
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	m := &Message{Telemetry: &t}
+	if raw, ok := rawSummaries(payload); ok && len(raw) == len(s.GetSummaries()) {
+		m.raw = raw
+	}
+	return m, nil
+}
+
+// rawSummaries slices each WindowSummary's bytes out of an encoded
+// Telemetry: field 11 (Summaries), its field 1, in order. A Summaries
+// field that occurs more than once is merged by protobuf, which appends
+// the repeated field, and so is this.
+func rawSummaries(b []byte) ([][]byte, bool) {
+	const telemetrySummaries, summariesSummary = 11, 1
+	var out [][]byte
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, false
+		}
+		b = b[n:]
+		if num == telemetrySummaries && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, false
+			}
+			b = b[n:]
+			for len(v) > 0 {
+				num, typ, n := protowire.ConsumeTag(v)
+				if n < 0 {
+					return nil, false
+				}
+				v = v[n:]
+				if num == summariesSummary && typ == protowire.BytesType {
+					s, n := protowire.ConsumeBytes(v)
+					if n < 0 {
+						return nil, false
+					}
+					out = append(out, s)
+					v = v[n:]
+					continue
+				}
+				n = protowire.ConsumeFieldValue(num, typ, v)
+				if n < 0 {
+					return nil, false
+				}
+				v = v[n:]
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return nil, false
+		}
+		b = b[n:]
+	}
+	return out, true
+}
+
+// Handle is the MQTT message callback: it decodes the message and queues
+// it for the next transaction, waiting while the queue is full (the broker
+// holds back further QoS 1 messages meanwhile). A refused message is
+// counted and dropped, never acknowledged.
+func (in *Ingest) Handle(ctx context.Context, name string, payload []byte) {
+	t, err := in.Decode(name, payload)
+	if err != nil {
+		in.Counters.Rejected.Add(1)
+		in.opt.Logger.Warn("telemetry dropped", "topic", name, "err", err)
+		return
+	}
+	if t == nil {
+		in.Counters.Ignored.Add(1)
+		return
+	}
+	select {
+	case in.queue <- t:
+	case <-ctx.Done():
+	}
+}
+
+// Run stores queued messages in batches and acknowledges them once
+// committed, until ctx ends.
+func (in *Ingest) Run(ctx context.Context) error {
+	batch := make([]*Message, 0, in.opt.BatchSize)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case t := <-in.queue:
+			batch = append(batch[:0], t)
+		}
+	more:
+		for len(batch) < in.opt.BatchSize {
+			select {
+			case t := <-in.queue:
+				batch = append(batch, t)
+			default:
+				break more
+			}
+		}
+		for {
+			err := in.Store(ctx, batch)
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			// Not committed: nothing is acknowledged, and the device would
+			// resend; retrying here keeps the order.
+			in.opt.Logger.Error("telemetry store failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// Store stores msgs (already decoded) in one transaction, then
+// acknowledges each device's messages, duplicates included (the device
+// missed the earlier ack).
+func (in *Ingest) Store(ctx context.Context, msgs []*Message) error {
+	now := in.opt.Now().UnixMilli()
+	rows := make([]store.TelemetryMessage, len(msgs))
+	for i, msg := range msgs {
+		t := msg.Telemetry
+		m := store.TelemetryMessage{DeviceID: t.GetDeviceId(), Epoch: t.GetEpoch(), Sequence: t.GetSequence(), ReceivedAt: now}
+		for j, s := range t.GetSummaries().GetSummaries() {
+			var payload []byte
+			if msg.raw != nil {
+				payload = msg.raw[j]
+			} else if b, err := wire.Encode(s); err == nil {
+				payload = b
+			} else {
+				return err
+			}
+			m.Summaries = append(m.Summaries, store.StoredSummary{Index: j, Model: s.GetModel(), Release: s.GetRelease(),
+				Slot: s.GetSlot(), StartMs: s.GetStartMs(), EndMs: s.GetEndMs(), Requests: s.GetRequests(),
+				Errors: s.GetErrors(), Payload: payload})
+		}
+		rows[i] = m
+	}
+	dup, err := in.st.StoreTelemetry(ctx, rows)
+	if err != nil {
+		return err
+	}
+	type key struct{ device, epoch string }
+	acks := map[key]*pb.Ack{}
+	var order []key
+	for i, msg := range msgs {
+		t := msg.Telemetry
+		if dup[i] {
+			in.Counters.Duplicates.Add(1)
+		} else {
+			in.Counters.Stored.Add(1)
+		}
+		k := key{t.GetDeviceId(), t.GetEpoch()}
+		a, ok := acks[k]
+		if !ok {
+			a = &pb.Ack{DeviceId: k.device, Epoch: k.epoch}
+			acks[k] = a
+			order = append(order, k)
+		}
+		a.Sequences = append(a.Sequences, t.GetSequence())
+	}
+	if in.ack == nil {
+		return nil
+	}
+	for _, k := range order {
+		if err := in.ack(ctx, k.device, acks[k]); err != nil {
+			// Stored but not acknowledged: the device resends, and the resend
+			// is acknowledged as a duplicate.
+			in.Counters.AckErrors.Add(1)
+			continue
+		}
+		in.Counters.Acked.Add(uint64(len(acks[k].Sequences)))
+	}
+	return nil
+}
