@@ -18,7 +18,7 @@ export FLOTILLA_ORT_LIB := $(ORT_LIB)
 FUZZ_SHORT := FuzzDesired FuzzBirth FuzzTelemetry
 FUZZTIME ?= 10s
 
-WASM_GUESTS := mlp misbehave nndigits nnprobe
+WASM_GUESTS := mlp misbehave nndigits nnprobe nnforward denseloop
 
 .PHONY: wasm-guests help build test test-go fuzz-short demo bench soak lint proto proto-check cross deps clean
 

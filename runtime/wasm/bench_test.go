@@ -4,10 +4,15 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"testing"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/flotilla-edge/flotilla/runtime"
 	"github.com/flotilla-edge/flotilla/runtime/wasm"
+	"github.com/flotilla-edge/flotilla/runtime/wasm/internal/yieldpoint"
 )
 
 // nativeMLP is the mlp guest's computation in native Go, float32 with
@@ -126,6 +131,75 @@ func BenchmarkWASMLoad(b *testing.B) {
 		loadOnce(b, dir)
 		for b.Loop() {
 			loadOnce(b, dir)
+		}
+	})
+}
+
+// dense is testdata/guests/denseloop's loop, for the native run.
+//
+//go:noinline
+func dense(x, w, b, y []float32) {
+	copy(y, b)
+	for i, xi := range x {
+		row := w[i*len(y) : (i+1)*len(y)]
+		for j := range y {
+			y[j] += xi * row[j]
+		}
+	}
+}
+
+// BenchmarkComputeLoop runs 1000 times the mlp's first layer (64×32
+// multiply-adds), the same Go code natively and compiled to WASM by
+// wazero's compiler three ways: with no way to stop it (unsafe: an endless
+// loop would hang the call and stall the process's garbage collector),
+// with wazero's WithCloseOnContextDone (a trip into Go at every loop
+// iteration), and instrumented with yield points as runtime/wasm runs
+// guests (a counter at every loop iteration, a trip into Go every 65536).
+func BenchmarkComputeLoop(b *testing.B) {
+	code, err := os.ReadFile(guests["denseloop"])
+	if err != nil {
+		b.Fatal(err)
+	}
+	instrumented, err := yieldpoint.Instrument(code, "flotilla_yield", "yield")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, c := range []struct {
+		name        string
+		code        []byte
+		closeOnDone bool
+	}{
+		{"wasm-unbounded", code, false},
+		{"wasm-wazero-checks", code, true},
+		{"wasm-yieldpoints", instrumented, false},
+	} {
+		r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(c.closeOnDone))
+		wasi_snapshot_preview1.MustInstantiate(ctx, r)
+		if _, err := r.NewHostModuleBuilder("flotilla_yield").NewFunctionBuilder().
+			WithFunc(func(context.Context) {}).Export("yield").Instantiate(ctx); err != nil {
+			b.Fatal(err)
+		}
+		mod, err := r.InstantiateWithConfig(ctx, c.code, wazero.NewModuleConfig().WithStartFunctions("_initialize"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		fn := mod.ExportedFunction("dense")
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := fn.Call(ctx, 1000); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		r.Close(ctx)
+	}
+	x, w, bias, y := make([]float32, 64), make([]float32, 64*32), make([]float32, 32), make([]float32, 32)
+	b.Run("native-go", func(b *testing.B) {
+		for b.Loop() {
+			for range 1000 {
+				dense(x, w, bias, y)
+			}
 		}
 	})
 }

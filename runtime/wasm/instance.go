@@ -13,6 +13,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/sys"
 
+	"github.com/flotilla-edge/flotilla/runtime"
 	"github.com/flotilla-edge/flotilla/runtime/wasm/abi"
 )
 
@@ -65,23 +66,29 @@ func (in *instance) bind(ctx context.Context) context.Context {
 	return ctx
 }
 
-// call runs infer on req and returns a copy of the guest's result.
-func (in *instance) call(ctx context.Context, req []byte, maxOut int) ([]byte, error) {
+// call runs infer on the inputs, size bytes encoded, and returns a copy of
+// the guest's result. The inputs are encoded straight into the buffer the
+// guest allocated: no copy on the host.
+func (in *instance) call(ctx context.Context, inputs []runtime.Tensor, size, maxOut int) ([]byte, error) {
 	ctx = in.bind(ctx)
-	res, err := in.alloc.Call(ctx, uint64(len(req)))
+	res, err := in.alloc.Call(ctx, uint64(size))
 	if err != nil {
 		return nil, in.callError(ctx, abi.ExportAlloc, err)
 	}
 	ptr := uint32(res[0])
-	if !in.mod.Memory().Write(ptr, req) {
+	buf, ok := in.mod.Memory().Read(ptr, uint32(size))
+	if !ok {
 		in.broken = true
-		return nil, fmt.Errorf("%w: alloc(%d) returned %#x, outside guest memory", ErrBadOutput, len(req), ptr)
+		return nil, fmt.Errorf("%w: alloc(%d) returned %#x, outside guest memory", ErrBadOutput, size, ptr)
 	}
-	res, err = in.infer.Call(ctx, uint64(ptr), uint64(len(req)))
+	if n := len(abi.AppendTensors(buf[:0], inputs)); n != size {
+		panic(fmt.Sprintf("wasm: inputs encoded in %d bytes, sized %d", n, size)) // a bug in abi
+	}
+	res, err = in.infer.Call(ctx, uint64(ptr), uint64(size))
 	if err != nil {
 		return nil, in.callError(ctx, abi.ExportInfer, err)
 	}
-	if _, err := in.free.Call(ctx, uint64(ptr), uint64(len(req))); err != nil {
+	if _, err := in.free.Call(ctx, uint64(ptr), uint64(size)); err != nil {
 		return nil, in.callError(ctx, abi.ExportFree, err)
 	}
 	return in.result(ctx, abi.ExportInfer, res[0], maxOut)

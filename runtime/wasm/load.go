@@ -33,9 +33,13 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.LoadSpec) (runtime.Mode
 	if err != nil {
 		return nil, err
 	}
-	wr := wazero.NewRuntimeWithConfig(ctx, r.wazeroConfig(memMiB))
+	code, yields, err := r.instrument(code)
+	if err != nil {
+		return nil, fmt.Errorf("wasm: load %q: %w", spec.Entry, err)
+	}
+	wr := wazero.NewRuntimeWithConfig(ctx, r.wazeroConfig(memMiB, !yields))
 	m := &Model{rt: r, wr: wr, spec: spec, memLimit: uint64(memMiB) << 20, env: env}
-	if err := m.setup(ctx, code); err != nil {
+	if err := m.setup(ctx, code, yields); err != nil {
 		wr.Close(ctx)
 		return nil, fmt.Errorf("wasm: load %q: %w", spec.Entry, err)
 	}
@@ -44,6 +48,30 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.LoadSpec) (runtime.Mode
 		return nil, err
 	}
 	return m, nil
+}
+
+// Compile compiles the module spec names into the compilation cache
+// without instantiating it, so that a later Load finds it there: an agent
+// may compile a bundle's module while the bundle is still inactive.
+func (r *Runtime) Compile(ctx context.Context, spec runtime.LoadSpec) error {
+	memMiB, _, err := r.options(spec.Options)
+	if err != nil {
+		return err
+	}
+	code, err := readEntry(spec, r.cfg.MaxModuleBytes)
+	if err != nil {
+		return err
+	}
+	code, yields, err := r.instrument(code)
+	if err != nil {
+		return fmt.Errorf("wasm: compile %q: %w", spec.Entry, err)
+	}
+	wr := wazero.NewRuntimeWithConfig(ctx, r.wazeroConfig(memMiB, !yields))
+	defer wr.Close(ctx)
+	if _, err := wr.CompileModule(ctx, code); err != nil {
+		return fmt.Errorf("wasm: compile %q: %w", spec.Entry, err)
+	}
+	return nil
 }
 
 func (r *Runtime) options(opts map[string]string) (memMiB uint32, env map[string]string, err error) {
@@ -66,13 +94,20 @@ func (r *Runtime) options(opts map[string]string) (memMiB uint32, env map[string
 	return memMiB, env, nil
 }
 
-// setup instantiates WASI and the host modules, compiles code, checks its
-// imports and exports, and starts the first instance.
-func (m *Model) setup(ctx context.Context, code []byte) error {
+// setup instantiates WASI and the host modules (with the yield function
+// when code was instrumented), compiles code, checks its imports and
+// exports, and starts the first instance.
+func (m *Model) setup(ctx context.Context, code []byte, yields bool) error {
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, m.wr); err != nil {
 		return fmt.Errorf("wasi: %w", err)
 	}
 	provided := map[string]bool{wasi_snapshot_preview1.ModuleName: true}
+	if yields {
+		if err := instantiateYield(ctx, m.wr); err != nil {
+			return fmt.Errorf("yield: %w", err)
+		}
+		provided[yieldModule] = true
+	}
 	for _, hm := range m.rt.cfg.HostModules {
 		if err := hm.Instantiate(ctx, m.wr); err != nil {
 			return fmt.Errorf("host module %s: %w", hm.Name(), err)

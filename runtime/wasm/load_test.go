@@ -11,6 +11,7 @@ import (
 
 	"github.com/flotilla-edge/flotilla/runtime"
 	"github.com/flotilla-edge/flotilla/runtime/wasm"
+	"github.com/flotilla-edge/flotilla/runtime/wasm/internal/guestbuild"
 )
 
 func TestPathEscapeRefused(t *testing.T) {
@@ -57,7 +58,7 @@ func TestBadModulesRefused(t *testing.T) {
 
 func TestOptions(t *testing.T) {
 	rt := newRuntime(t, wasm.Config{MemoryLimitMiB: 128})
-	spec := slot(t, "mlp")
+	spec := tinySlot(t, guestbuild.Tiny())
 	for _, opts := range []map[string]string{
 		{"memory_limit_mib": "256"}, // above the runtime's cap
 		{"memory_limit_mib": "lots"},
@@ -74,9 +75,11 @@ func TestOptions(t *testing.T) {
 
 // TestCompilationCache loads a module twice through runtimes sharing a
 // cache folder: the first fills it, the second finds the compiled code.
+// The module is the tiny hand-made one (a Go guest takes minutes to
+// compile under -race); TestPrecompiled covers Go guests.
 func TestCompilationCache(t *testing.T) {
 	cache := t.TempDir()
-	spec := slot(t, "mlp")
+	spec := tinySlot(t, guestbuild.Tiny())
 	rt := newRuntime(t, wasm.Config{CacheDir: cache})
 	if !rt.Compiler() {
 		t.Log("no wazero compiler on this platform: the cache stays empty")
@@ -88,9 +91,36 @@ func TestCompilationCache(t *testing.T) {
 		t.Fatal("the compilation cache folder is empty after a load")
 	}
 	rt.Close()
-	checkMLP(t, load(t, newRuntime(t, wasm.Config{CacheDir: cache}), spec), 2, 3)
+	m := load(t, newRuntime(t, wasm.Config{CacheDir: cache}), spec)
+	if out, err := m.Infer(context.Background(), nil); err != nil || len(out) != 0 {
+		t.Fatalf("infer from the cached module: %v, %v", out, err)
+	}
 	if after := cacheFiles(t, cache); len(after) != len(files) {
 		t.Fatalf("second load changed the cache: %d files, then %d", len(files), len(after))
+	}
+}
+
+// TestPrecompiled: Compile fills the cache that Load then uses, for a Go
+// guest (TestMain compiled the guests into sharedCache the same way, in
+// another process).
+func TestPrecompiled(t *testing.T) {
+	rt := newRuntime(t, wasm.Config{})
+	if !rt.Compiler() {
+		t.Log("no wazero compiler on this platform: nothing is cached")
+		return
+	}
+	before := len(cacheFiles(t, sharedCache))
+	spec := slot(t, "mlp")
+	if err := rt.Compile(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	checkMLP(t, load(t, rt, spec), 2, 5)
+	if after := len(cacheFiles(t, sharedCache)); after != before {
+		t.Fatalf("the precompiled cache had %d files, then %d: mlp was compiled again", before, after)
+	}
+	spec.Entry = "missing.wasm"
+	if err := rt.Compile(context.Background(), spec); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("compile a missing module: %v", err)
 	}
 }
 

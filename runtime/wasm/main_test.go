@@ -16,9 +16,10 @@ import (
 
 var (
 	// guests maps a guest's name to its freshly built .wasm file.
-	guests = map[string]string{}
+	guests map[string]string
 	// sharedCache is the compilation cache of tests that do not test the
-	// cache: compiling once per engine keeps -race runs short.
+	// cache, filled by TestMain outside -race: wazero's compiler under
+	// -race takes minutes for one Go guest.
 	sharedCache string
 )
 
@@ -29,12 +30,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	sharedCache = filepath.Join(dir, "cache")
-	for _, name := range []string{"mlp", "misbehave"} {
-		if guests[name], err = guestbuild.Build(dir, name); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
+	if guests, err = guestbuild.Prepare(dir, sharedCache, "mlp", "misbehave", "denseloop"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -50,6 +49,16 @@ func slot(t testing.TB, guest string) runtime.LoadSpec {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "model.wasm"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return runtime.LoadSpec{Dir: dir, Entry: "model.wasm"}
+}
+
+// tinySlot makes a slot folder holding code as model.wasm.
+func tinySlot(t testing.TB, code []byte) runtime.LoadSpec {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "model.wasm"), code, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return runtime.LoadSpec{Dir: dir, Entry: "model.wasm"}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/flotilla-edge/flotilla/runtime"
 	"github.com/flotilla-edge/flotilla/runtime/wasm"
+	"github.com/flotilla-edge/flotilla/runtime/wasm/internal/guestbuild"
 )
 
 // Modes of the misbehave guest (testdata/guests/misbehave).
@@ -90,5 +91,68 @@ func TestMisbehavingGuest(t *testing.T) {
 			t.Log(err)
 			echoWorks(t, m)
 		})
+	}
+}
+
+// TestLoopStoppedEverywhere runs the tiny module's endless loop on both
+// engines, instrumented with yield points and (TinySIMD, which the
+// rewriter refuses) under wazero's own checks: each stops at the deadline
+// and the model keeps serving.
+func TestLoopStoppedEverywhere(t *testing.T) {
+	loop := []runtime.Tensor{i32Tensor("x", 1)}
+	for _, c := range []struct {
+		name   string
+		code   []byte
+		interp bool
+	}{
+		{"yieldpoints/compiler", guestbuild.Tiny(), false},
+		{"yieldpoints/interpreter", guestbuild.Tiny(), true},
+		{"wazero-checks/compiler", guestbuild.TinySIMD(), false},
+		{"wazero-checks/interpreter", guestbuild.TinySIMD(), true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := load(t, newRuntime(t, wasm.Config{CallTimeout: 100 * time.Millisecond, Interpreter: c.interp, CacheDir: t.TempDir()}), tinySlot(t, c.code))
+			start := time.Now()
+			if _, err := m.Infer(context.Background(), loop); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("err = %v, want DeadlineExceeded", err)
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Fatalf("the loop ran %v past a 100ms deadline", d)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(50*time.Millisecond, cancel)
+			if _, err := m.Infer(ctx, loop); !errors.Is(err, context.Canceled) {
+				t.Fatalf("err = %v, want Canceled", err)
+			}
+			if out, err := m.Infer(context.Background(), nil); err != nil || len(out) != 0 {
+				t.Fatalf("after the loops: %v, %v", out, err)
+			}
+		})
+	}
+}
+
+// TestCloseStopsBusyCalls closes a model while calls loop in every
+// instance and more wait for one: all return ErrClosed, none hangs.
+func TestCloseStopsBusyCalls(t *testing.T) {
+	m := load(t, newRuntime(t, wasm.Config{Instances: 2, CacheDir: t.TempDir()}), tinySlot(t, guestbuild.Tiny()))
+	errs := make(chan error, 5)
+	for range cap(errs) {
+		go func() {
+			_, err := m.Infer(context.Background(), []runtime.Tensor{i32Tensor("x", 1)})
+			errs <- err
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	m.Close()
+	timeout := time.After(30 * time.Second)
+	for range cap(errs) {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, wasm.ErrClosed) {
+				t.Errorf("err = %v, want ErrClosed", err)
+			}
+		case <-timeout:
+			t.Fatal("a call still runs 30 s after Close")
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/runtime"
+	"github.com/flotilla-edge/flotilla/runtime/wasm/abi"
 )
 
 // Model is a loaded WASM model: one wazero runtime with the compiled
@@ -42,12 +43,9 @@ func (m *Model) Infer(ctx context.Context, inputs []runtime.Tensor) ([]runtime.T
 	if err := validate(inputs, m.inputs, runtime.ErrInvalidInput, "input"); err != nil {
 		return nil, err
 	}
-	req, err := proto.Marshal(&flotillapb.Tensors{Tensors: toProto(inputs)})
-	if err != nil {
-		return nil, fmt.Errorf("wasm: encode inputs: %w", err)
-	}
-	if uint64(len(req)) > m.memLimit/2 {
-		return nil, fmt.Errorf("%w: inputs are %d bytes, more than half the guest's %d MiB memory", runtime.ErrInvalidInput, len(req), m.memLimit>>20)
+	size := abi.TensorsSize(inputs)
+	if uint64(size) > m.memLimit/2 {
+		return nil, fmt.Errorf("%w: inputs are %d bytes, more than half the guest's %d MiB memory", runtime.ErrInvalidInput, size, m.memLimit>>20)
 	}
 	if m.closed.Load() {
 		return nil, ErrClosed
@@ -58,7 +56,7 @@ func (m *Model) Infer(ctx context.Context, inputs []runtime.Tensor) ([]runtime.T
 	if err != nil {
 		return nil, err
 	}
-	res, err := in.call(ctx, req, m.rt.cfg.MaxOutputBytes)
+	res, err := in.call(ctx, inputs, size, m.rt.cfg.MaxOutputBytes)
 	if in.broken || m.closed.Load() {
 		m.discard(in)
 	} else {
@@ -93,6 +91,9 @@ func (m *Model) acquire(ctx context.Context) (*instance, error) {
 	in, err = m.newInstance(ctx)
 	if err != nil {
 		m.pool.release()
+		if m.closed.Load() {
+			return nil, fmt.Errorf("%w (%v)", ErrClosed, err)
+		}
 		return nil, err
 	}
 	return in, nil

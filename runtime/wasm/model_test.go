@@ -11,6 +11,7 @@ import (
 
 	"github.com/flotilla-edge/flotilla/runtime"
 	"github.com/flotilla-edge/flotilla/runtime/wasm"
+	"github.com/flotilla-edge/flotilla/runtime/wasm/internal/guestbuild"
 )
 
 func checkMLP(t testing.TB, m runtime.Model, rows, seed int) {
@@ -87,9 +88,9 @@ func TestInvalidInputsRefused(t *testing.T) {
 }
 
 func TestInferAfterClose(t *testing.T) {
-	m := load(t, newRuntime(t, wasm.Config{}), slot(t, "mlp"))
+	m := load(t, newRuntime(t, wasm.Config{}), tinySlot(t, guestbuild.Tiny()))
 	m.Close()
-	_, err := m.Infer(context.Background(), []runtime.Tensor{f32Tensor("pixels", []int64{1, 64}, pixels(1, 1))})
+	_, err := m.Infer(context.Background(), nil)
 	if !errors.Is(err, wasm.ErrClosed) {
 		t.Fatalf("err = %v, want ErrClosed", err)
 	}

@@ -7,18 +7,6 @@ import (
 	"github.com/flotilla-edge/flotilla/runtime"
 )
 
-func toProto(ts []runtime.Tensor) []*flotillapb.Tensor {
-	out := make([]*flotillapb.Tensor, len(ts))
-	for i, t := range ts {
-		p := &flotillapb.Tensor{Name: t.Name, Dtype: int32(t.DType), Shape: t.Shape, Data: t.Data}
-		for _, s := range t.Strings {
-			p.Strings = append(p.Strings, []byte(s))
-		}
-		out[i] = p
-	}
-	return out
-}
-
 func fromProto(ps []*flotillapb.Tensor) []runtime.Tensor {
 	out := make([]runtime.Tensor, len(ps))
 	for i, p := range ps {

@@ -87,9 +87,10 @@ type Runtime struct {
 	cfg   Config
 	cache wazero.CompilationCache
 
-	mu     sync.Mutex
-	models map[*Model]struct{}
-	closed bool
+	mu       sync.Mutex
+	models   map[*Model]struct{}
+	rewrites map[[32]byte]rewrite // by the hash of the module's code
+	closed   bool
 }
 
 var (
@@ -107,7 +108,7 @@ func New(cfg Config) (*Runtime, error) {
 			return nil, fmt.Errorf("wasm: compilation cache: %w", err)
 		}
 	}
-	return &Runtime{cfg: cfg, cache: cache, models: map[*Model]struct{}{}}, nil
+	return &Runtime{cfg: cfg, cache: cache, models: map[*Model]struct{}{}, rewrites: map[[32]byte]rewrite{}}, nil
 }
 
 // Name implements runtime.Runtime.
@@ -145,13 +146,15 @@ func wazeroVersion() string {
 	return "wazero"
 }
 
-func (r *Runtime) wazeroConfig(memoryMiB uint32) wazero.RuntimeConfig {
+// wazeroConfig: closeOnDone makes wazero check for a done context at every
+// loop iteration, for modules the yieldpoint rewriter refuses.
+func (r *Runtime) wazeroConfig(memoryMiB uint32, closeOnDone bool) wazero.RuntimeConfig {
 	c := wazero.NewRuntimeConfig()
 	if r.cfg.Interpreter {
 		c = wazero.NewRuntimeConfigInterpreter()
 	}
 	return c.WithCompilationCache(r.cache).
-		WithCloseOnContextDone(true).
+		WithCloseOnContextDone(closeOnDone).
 		WithMemoryLimitPages(memoryMiB * 16) // 64 KiB pages
 }
 

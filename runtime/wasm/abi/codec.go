@@ -3,6 +3,7 @@ package abi
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -26,25 +27,65 @@ const (
 // ErrMalformed is returned for bytes that are not the expected message.
 var ErrMalformed = errors.New("abi: malformed message")
 
-// AppendTensors appends ts encoded as a flotillapb.Tensors.
+// AppendTensors appends ts encoded as a flotillapb.Tensors. It sizes each
+// tensor's message first and writes it in place: no buffer per tensor,
+// which matters in a guest, where every allocation is slow.
 func AppendTensors(b []byte, ts []runtime.Tensor) []byte {
 	for _, t := range ts {
-		var m []byte
-		m = appendString(m, fieldName, t.Name)
-		m = appendVarint(m, fieldDType, uint64(int64(t.DType)))
-		m = appendShape(m, t.Shape)
+		b = protowire.AppendTag(b, fieldTensors, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(tensorSize(t)))
+		b = appendString(b, fieldName, t.Name)
+		b = appendVarint(b, fieldDType, uint64(int64(t.DType)))
+		b = appendShape(b, t.Shape)
 		if len(t.Data) > 0 {
-			m = protowire.AppendTag(m, fieldData, protowire.BytesType)
-			m = protowire.AppendBytes(m, t.Data)
+			b = protowire.AppendTag(b, fieldData, protowire.BytesType)
+			b = protowire.AppendBytes(b, t.Data)
 		}
 		for _, s := range t.Strings {
-			m = protowire.AppendTag(m, fieldStrings, protowire.BytesType)
-			m = protowire.AppendString(m, s)
+			b = protowire.AppendTag(b, fieldStrings, protowire.BytesType)
+			b = protowire.AppendString(b, s)
 		}
-		b = protowire.AppendTag(b, fieldTensors, protowire.BytesType)
-		b = protowire.AppendBytes(b, m)
 	}
 	return b
+}
+
+// TensorsSize is the length of AppendTensors(nil, ts).
+func TensorsSize(ts []runtime.Tensor) int {
+	n := 0
+	for _, t := range ts {
+		m := tensorSize(t)
+		n += 1 + protowire.SizeBytes(m)
+	}
+	return n
+}
+
+// tensorSize is the encoded size of one Tensor message's fields.
+func tensorSize(t runtime.Tensor) int {
+	n := 0
+	if t.Name != "" {
+		n += 1 + protowire.SizeBytes(len(t.Name))
+	}
+	if t.DType != 0 {
+		n += 1 + protowire.SizeVarint(uint64(int64(t.DType)))
+	}
+	if len(t.Shape) > 0 {
+		n += 1 + protowire.SizeBytes(shapeSize(t.Shape))
+	}
+	if len(t.Data) > 0 {
+		n += 1 + protowire.SizeBytes(len(t.Data))
+	}
+	for _, s := range t.Strings {
+		n += 1 + protowire.SizeBytes(len(s))
+	}
+	return n
+}
+
+func shapeSize(shape []int64) int {
+	n := 0
+	for _, d := range shape {
+		n += protowire.SizeVarint(uint64(d))
+	}
+	return n
 }
 
 // AppendDescription appends inputs and outputs encoded as a
@@ -70,96 +111,102 @@ func AppendDescription(b []byte, inputs, outputs []runtime.TensorInfo) []byte {
 // Data aliases b.
 func DecodeTensors(b []byte) ([]runtime.Tensor, error) {
 	var ts []runtime.Tensor
-	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+	for len(b) > 0 {
+		num, typ, v, _, rest, err := nextField(b)
+		if err != nil {
+			return nil, err
+		}
+		b = rest
 		if num != fieldTensors {
-			return nil
+			continue
 		}
 		if typ != protowire.BytesType {
-			return fmt.Errorf("%w: tensors field has wire type %d", ErrMalformed, typ)
+			return nil, fmt.Errorf("%w: tensors field has wire type %d", ErrMalformed, typ)
 		}
 		t, err := decodeTensor(v)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ts = append(ts, t)
-		return nil
-	})
-	return ts, err
+	}
+	return ts, nil
 }
 
 func decodeTensor(b []byte) (runtime.Tensor, error) {
 	var t runtime.Tensor
-	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+	for len(b) > 0 {
+		num, typ, v, x, rest, err := nextField(b)
+		if err != nil {
+			return t, err
+		}
+		b = rest
 		switch {
 		case num == fieldName && typ == protowire.BytesType:
 			t.Name = string(v)
 		case num == fieldDType && typ == protowire.VarintType:
 			t.DType = runtime.DType(int32(x))
 		case num == fieldShape:
-			dims, err := decodeShape(typ, v, x)
-			if err != nil {
-				return err
+			if t.Shape, err = decodeShape(t.Shape, typ, v, x); err != nil {
+				return t, err
 			}
-			t.Shape = append(t.Shape, dims...)
 		case num == fieldData && typ == protowire.BytesType:
 			t.Data = v
 		case num == fieldStrings && typ == protowire.BytesType:
 			t.Strings = append(t.Strings, string(v))
 		case num <= fieldStrings:
-			return fmt.Errorf("%w: tensor field %d has wire type %d", ErrMalformed, num, typ)
+			return t, fmt.Errorf("%w: tensor field %d has wire type %d", ErrMalformed, num, typ)
 		}
-		return nil
-	})
-	return t, err
+	}
+	return t, nil
 }
 
-func decodeShape(typ protowire.Type, v []byte, x uint64) ([]int64, error) {
+// decodeShape appends to dims one unpacked dimension (x) or a packed run
+// of them (v), allocating once for a packed run.
+func decodeShape(dims []int64, typ protowire.Type, v []byte, x uint64) ([]int64, error) {
 	if typ == protowire.VarintType {
-		return []int64{int64(x)}, nil
+		return append(dims, int64(x)), nil
 	}
 	if typ != protowire.BytesType {
 		return nil, fmt.Errorf("%w: shape has wire type %d", ErrMalformed, typ)
 	}
-	var dims []int64
+	n := 0
+	for _, c := range v {
+		if c < 0x80 {
+			n++
+		}
+	}
+	dims = slices.Grow(dims, n)
 	for len(v) > 0 {
-		d, n := protowire.ConsumeVarint(v)
-		if n < 0 {
-			return nil, fmt.Errorf("%w: shape: %v", ErrMalformed, protowire.ParseError(n))
+		d, k := protowire.ConsumeVarint(v)
+		if k < 0 {
+			return nil, fmt.Errorf("%w: shape: %v", ErrMalformed, protowire.ParseError(k))
 		}
 		dims = append(dims, int64(d))
-		v = v[n:]
+		v = v[k:]
 	}
 	return dims, nil
 }
 
-// eachField calls f for every field of message b: v holds a bytes field's
-// value, x a varint's.
-func eachField(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Errorf("%w: %v", ErrMalformed, protowire.ParseError(n))
-		}
-		b = b[n:]
-		var v []byte
-		var x uint64
-		switch typ {
-		case protowire.BytesType:
-			v, n = protowire.ConsumeBytes(b)
-		case protowire.VarintType:
-			x, n = protowire.ConsumeVarint(b)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return fmt.Errorf("%w: field %d: %v", ErrMalformed, num, protowire.ParseError(n))
-		}
-		b = b[n:]
-		if err := f(num, typ, v, x); err != nil {
-			return err
-		}
+// nextField reads the first field of b: v holds a bytes field's value, x a
+// varint's; rest is what follows.
+func nextField(b []byte) (num protowire.Number, typ protowire.Type, v []byte, x uint64, rest []byte, err error) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 {
+		return 0, 0, nil, 0, nil, fmt.Errorf("%w: %v", ErrMalformed, protowire.ParseError(n))
 	}
-	return nil
+	b = b[n:]
+	switch typ {
+	case protowire.BytesType:
+		v, n = protowire.ConsumeBytes(b)
+	case protowire.VarintType:
+		x, n = protowire.ConsumeVarint(b)
+	default:
+		n = protowire.ConsumeFieldValue(num, typ, b)
+	}
+	if n < 0 {
+		return 0, 0, nil, 0, nil, fmt.Errorf("%w: field %d: %v", ErrMalformed, num, protowire.ParseError(n))
+	}
+	return num, typ, v, x, b[n:], nil
 }
 
 func appendString(b []byte, num protowire.Number, s string) []byte {
@@ -182,10 +229,10 @@ func appendShape(b []byte, shape []int64) []byte {
 	if len(shape) == 0 {
 		return b
 	}
-	var packed []byte
-	for _, d := range shape {
-		packed = protowire.AppendVarint(packed, uint64(d))
-	}
 	b = protowire.AppendTag(b, fieldShape, protowire.BytesType)
-	return protowire.AppendBytes(b, packed)
+	b = protowire.AppendVarint(b, uint64(shapeSize(shape)))
+	for _, d := range shape {
+		b = protowire.AppendVarint(b, uint64(d))
+	}
+	return b
 }

@@ -16,8 +16,12 @@ import (
 )
 
 var (
-	guests = map[string]string{}
-	cache  string // compilation cache shared by the tests
+	guests map[string]string
+	// cache is the compilation cache shared by the tests, filled by
+	// TestMain outside -race (wazero compiles slowly under -race).
+	cache string
+	// tmpDir is TestMain's folder, removed at the end.
+	tmpDir string
 )
 
 func TestMain(m *testing.M) {
@@ -26,13 +30,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	cache = filepath.Join(dir, "cache")
-	for _, name := range []string{"mlp", "nndigits", "nnprobe"} {
-		if guests[name], err = guestbuild.Build(dir, name); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
+	tmpDir, cache = dir, filepath.Join(dir, "cache")
+	if guests, err = guestbuild.Prepare(dir, cache, "mlp", "nndigits", "nnprobe", "nnforward"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

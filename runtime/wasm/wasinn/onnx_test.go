@@ -5,13 +5,17 @@ package wasinn_test
 import (
 	"context"
 	"encoding/csv"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"strconv"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -21,7 +25,7 @@ import (
 
 // need returns path if it exists; missing, it fails the test under CI and
 // skips it elsewhere.
-func need(t *testing.T, path, why string) string {
+func need(t testing.TB, path, why string) string {
 	t.Helper()
 	if _, err := os.Stat(path); err != nil {
 		if os.Getenv("CI") != "" {
@@ -32,8 +36,8 @@ func need(t *testing.T, path, why string) string {
 	return path
 }
 
-// onnxBackend starts the real flotilla-runtime-onnx plugin.
-func onnxBackend(t *testing.T) runtime.Runtime {
+// ortLib is $FLOTILLA_ORT_LIB or the library make deps caches.
+func ortLib(t testing.TB) string {
 	t.Helper()
 	lib := os.Getenv("FLOTILLA_ORT_LIB")
 	if lib == "" {
@@ -41,28 +45,53 @@ func onnxBackend(t *testing.T) runtime.Runtime {
 		arch := map[string]string{"amd64": "x64", "arm64": "arm64"}[goruntime.GOARCH]
 		lib = filepath.Join(cache, "flotilla", "onnxruntime", "1.30.0", "linux-"+arch, "libonnxruntime.so.1")
 	}
-	need(t, lib, "libonnxruntime (run make deps)")
-	dir := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "flotilla-runtime-onnx"), "../../../cmd/flotilla-runtime-onnx").CombinedOutput(); err != nil {
-		t.Fatalf("build plugin: %v\n%s", err, out)
+	return need(t, lib, "libonnxruntime (run make deps)")
+}
+
+var (
+	pluginOnce sync.Once
+	pluginDir  string
+	pluginErr  error
+)
+
+// onnxBackend starts the real flotilla-runtime-onnx plugin, built once per
+// test binary.
+func onnxBackend(t testing.TB) *native.Plugin {
+	t.Helper()
+	lib := ortLib(t)
+	pluginOnce.Do(func() {
+		pluginDir = filepath.Join(tmpDir, "plugins")
+		out, err := exec.Command("go", "build", "-o", filepath.Join(pluginDir, "flotilla-runtime-onnx"), "../../../cmd/flotilla-runtime-onnx").CombinedOutput()
+		if err != nil {
+			pluginErr = fmt.Errorf("build plugin: %w\n%s", err, out)
+		}
+	})
+	if pluginErr != nil {
+		t.Fatal(pluginErr)
 	}
-	h, err := native.Open(context.Background(), native.Config{
-		Dir:    dir,
-		Env:    []string{"FLOTILLA_ORT_LIB=" + lib},
-		Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Error, Output: os.Stderr}),
+	p, err := native.Start(context.Background(), filepath.Join(pluginDir, "flotilla-runtime-onnx"), native.Config{
+		Env:          []string{"FLOTILLA_ORT_LIB=" + lib},
+		Logger:       hclog.New(&hclog.LoggerOptions{Level: hclog.Error, Output: os.Stderr}),
+		PollInterval: 20 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { h.Close() })
-	p, ok := h.Runtime("onnx")
-	if !ok {
-		t.Fatalf("the onnx plugin did not start: %v", h.Failed())
-	}
+	t.Cleanup(func() { p.Close() })
 	return p
 }
 
-func readCSV(t *testing.T, path string, header bool, cols int) [][]float32 {
+// sharedModels is $FLOTILLA_MODELS or ../shared/models beside the
+// repository.
+func sharedModels() string {
+	if d := os.Getenv("FLOTILLA_MODELS"); d != "" {
+		return d
+	}
+	d, _ := filepath.Abs("../../../../shared/models")
+	return d
+}
+
+func readCSV(t testing.TB, path string, header bool, cols int) [][]float32 {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -96,7 +125,7 @@ func readCSV(t *testing.T, path string, header bool, cols int) [][]float32 {
 // ONNX Runtime in the real plugin computes. Outputs must match the
 // model's reference outputs to 1e-4.
 func TestDigitsThroughONNX(t *testing.T) {
-	models, _ := filepath.Abs("../../../../shared/models/digits")
+	models := filepath.Join(sharedModels(), "digits")
 	need(t, filepath.Join(models, "model.onnx"), "the digits model")
 	dir := slotWith(t, map[string]string{"nn.wasm": guests["nndigits"], "model.onnx": filepath.Join(models, "model.onnx")})
 	m := load(t, frontend(t, onnxBackend(t)), runtime.LoadSpec{Dir: dir, Entry: "nn.wasm", Providers: []string{"cpu"}})
@@ -135,4 +164,93 @@ func TestDigitsThroughONNX(t *testing.T) {
 		}
 	}
 	t.Logf("%d rows match the reference outputs", len(expected))
+}
+
+// TestGraphSurvivesPluginKill kills the real plugin process under a
+// wasi-nn guest: calls fail while it restarts (the guest sees busy), then
+// the graph is re-created and the outputs match the reference again.
+func TestGraphSurvivesPluginKill(t *testing.T) {
+	models := filepath.Join(sharedModels(), "digits")
+	need(t, filepath.Join(models, "model.onnx"), "the digits model")
+	p := onnxBackend(t)
+	dir := slotWith(t, map[string]string{"nn.wasm": guests["nndigits"], "model.onnx": filepath.Join(models, "model.onnx")})
+	m := load(t, frontend(t, p), runtime.LoadSpec{Dir: dir, Entry: "nn.wasm"})
+	row := readCSV(t, filepath.Join(models, "test.csv"), true, 64)[0]
+	want := readCSV(t, filepath.Join(models, "test_expected.csv"), false, 10)[0]
+	in := []runtime.Tensor{f32Tensor("pixels", []int64{1, 64}, row)}
+	check := func(out []runtime.Tensor) {
+		t.Helper()
+		for j, v := range f32s(out[0].Data) {
+			if math.Abs(float64(v-want[j])) > 1e-4 {
+				t.Fatalf("class %d: %v, expected %v", j, v, want[j])
+			}
+		}
+	}
+	out, err := m.Infer(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(out)
+	pid := p.Pid()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	failures := 0
+	for {
+		out, err = m.Infer(context.Background(), in)
+		if err == nil {
+			break
+		}
+		failures++
+		if time.Now().After(deadline) {
+			t.Fatalf("no answer 30 s after the kill: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	check(out)
+	if p.Crashes() != 1 || p.Pid() == pid {
+		t.Fatalf("crashes %d, pid %d (was %d)", p.Crashes(), p.Pid(), pid)
+	}
+	t.Logf("%d calls failed while the plugin restarted", failures)
+}
+
+// TestLoadByNameStaysOutOfGuestMemory loads mobilenetv2 (14 MB) by name
+// from a guest whose memory is capped at 12 MiB: had the model passed
+// through guest memory, the guest could not hold it. The outputs match
+// the model's reference to 1e-4.
+func TestLoadByNameStaysOutOfGuestMemory(t *testing.T) {
+	models := filepath.Join(sharedModels(), "mobilenetv2")
+	model := need(t, filepath.Join(models, "model.onnx"), "the mobilenetv2 model")
+	st, err := os.Stat(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const capMiB = 12
+	if st.Size() <= capMiB<<20 {
+		t.Fatalf("the model is %d bytes, not more than the %d MiB cap: the test proves nothing", st.Size(), capMiB)
+	}
+	dir := slotWith(t, map[string]string{"nn.wasm": guests["nnforward"], "model.onnx": model})
+	m := load(t, frontend(t, onnxBackend(t)), runtime.LoadSpec{Dir: dir, Entry: "nn.wasm", Options: map[string]string{"memory_limit_mib": fmt.Sprint(capMiB)}})
+	in, err := readTensorProto(filepath.Join(models, "test_data_set_0", "input_0.pb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := readTensorProto(filepath.Join(models, "test_data_set_0", "output_0.pb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := m.Infer(context.Background(), []runtime.Tensor{in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, exp := f32s(out[0].Data), f32s(want.Data)
+	if len(got) != len(exp) {
+		t.Fatalf("%d outputs, want %d", len(got), len(exp))
+	}
+	for i := range exp {
+		if math.Abs(float64(got[i]-exp[i])) > 1e-4 {
+			t.Fatalf("output %d: %v, want %v", i, got[i], exp[i])
+		}
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/tetratelabs/wazero/api"
 
@@ -185,7 +184,11 @@ func (s *session) setInput(_ context.Context, mem api.Memory, p []uint32) Errno 
 		return InvalidArgument
 	}
 	want := infos[p[1]]
-	t := runtime.Tensor{Name: want.Name, DType: tensorTypes[typ], Data: slices.Clone(data)}
+	// data is a view of guest memory, not copied: the guest is single
+	// threaded and waits in compute while the backend reads it (a guest
+	// that rewrites it between set_input and compute only changes its own
+	// input; a memory.grow leaves the view on the old, intact buffer).
+	t := runtime.Tensor{Name: want.Name, DType: tensorTypes[typ], Data: data}
 	for i := 0; i < len(dimBytes); i += 4 {
 		t.Shape = append(t.Shape, int64(uint32(dimBytes[i])|uint32(dimBytes[i+1])<<8|uint32(dimBytes[i+2])<<16|uint32(dimBytes[i+3])<<24))
 	}
