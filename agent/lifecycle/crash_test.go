@@ -33,29 +33,47 @@ func (d chunkFiles) PutChunk(sum [32]byte, data []byte) error {
 	return os.WriteFile(filepath.Join(string(d), fmt.Sprintf("%x", sum)), data, 0o644)
 }
 
-func crashReleases(t *testing.T, n int) []crashRelease {
-	var out []crashRelease
-	for i := 1; i <= n; i++ {
-		r := crashRelease{release: uint64(i), dir: t.TempDir(), badGolden: i%4 == 3, killPlugin: i%4 == 0}
-		cs := chunks{}
-		var raw []byte
-		if r.badGolden {
-			raw = digitsRelease(t, cs, i, `duration = "1s"`, `duration = "0s"`, `file = "golden/probabilities.json"`, `values = [`+strings.Repeat("0.5,", 39)+`0.5]`)
-		} else {
-			raw = digitsRelease(t, cs, i, `duration = "1s"`, `duration = "0s"`)
-		}
-		os.MkdirAll(filepath.Join(r.dir, "chunks"), 0o755)
-		for sum, data := range cs {
-			if err := chunkFiles(filepath.Join(r.dir, "chunks")).PutChunk(sum, data); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := os.WriteFile(filepath.Join(r.dir, "manifest.pb"), raw, 0o644); err != nil {
+// crashReleases is the crash test's sequence of releases, each built when
+// first needed (a run uses a third of what it may).
+type crashReleases struct {
+	t    *testing.T
+	rels []*crashRelease
+}
+
+func newCrashReleases(t *testing.T, n int) *crashReleases {
+	return &crashReleases{t: t, rels: make([]*crashRelease, n)}
+}
+
+func (c *crashReleases) len() int { return len(c.rels) }
+
+// at is release i+1.
+func (c *crashReleases) at(i int) crashRelease {
+	if c.rels[i] == nil {
+		c.rels[i] = c.build(i + 1)
+	}
+	return *c.rels[i]
+}
+
+func (c *crashReleases) build(i int) *crashRelease {
+	t := c.t
+	r := &crashRelease{release: uint64(i), dir: t.TempDir(), badGolden: i%4 == 3, killPlugin: i%4 == 0}
+	cs := chunks{}
+	var raw []byte
+	if r.badGolden {
+		raw = digitsRelease(t, cs, i, `duration = "1s"`, `duration = "0s"`, `file = "golden/probabilities.json"`, `values = [`+strings.Repeat("0.5,", 39)+`0.5]`)
+	} else {
+		raw = digitsRelease(t, cs, i, `duration = "1s"`, `duration = "0s"`)
+	}
+	os.MkdirAll(filepath.Join(r.dir, "chunks"), 0o755)
+	for sum, data := range cs {
+		if err := chunkFiles(filepath.Join(r.dir, "chunks")).PutChunk(sum, data); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, r)
 	}
-	return out
+	if err := os.WriteFile(filepath.Join(r.dir, "manifest.pb"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // driverRun is what one run of the driver printed and how it ended.
@@ -88,7 +106,7 @@ func TestCrashSafety(t *testing.T) {
 	data := t.TempDir()
 	marker := reap.Marker(data)
 	t.Cleanup(func() { reap.Orphans(marker, 5*time.Second) })
-	rels := crashReleases(t, 150)
+	rels := newCrashReleases(t, 150)
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("FLOTILLA_CRASH_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
@@ -142,15 +160,15 @@ func TestCrashSafety(t *testing.T) {
 		runs       int
 		deadline   = time.Now().Add(budget)
 	)
-	allowed[rels[0].release] = true
+	allowed[rels.at(0).release] = true
 	for kills < minKills || len(stepKills) < len(Steps) {
 		if time.Now().After(deadline) {
 			t.Fatalf("after %v: %d kills, steps killed at %v (want all of %v)", budget, kills, stepKills, Steps)
 		}
-		if idx+1 >= len(rels) {
-			t.Fatalf("used up %d releases after %d runs, %d kills", len(rels), runs, kills)
+		if idx+1 >= rels.len() {
+			t.Fatalf("used up %d releases after %d runs, %d kills", rels.len(), runs, kills)
 		}
-		r := rels[idx]
+		r := rels.at(idx)
 		crashAt, killAfter := "", time.Duration(0)
 		if runs%2 == 0 { // alternate: a journaled step, then a random moment
 			possible := slices.DeleteFunc(slices.Clone(Steps), func(s string) bool { return !canHappen(s, r, lastKilled) })
@@ -174,7 +192,7 @@ func TestCrashSafety(t *testing.T) {
 			if !allowed[active] {
 				t.Fatalf("run %d: active release %d, want one of %v", runs, active, allowed)
 			}
-			if active != 0 && (rels[active-1].badGolden) {
+			if active != 0 && (rels.at(int(active) - 1).badGolden) {
 				t.Fatalf("run %d: release %d failed its golden check yet is active", runs, active)
 			}
 			if active != 0 && res.first("INFER") == nil && !res.killed {
@@ -193,7 +211,7 @@ func TestCrashSafety(t *testing.T) {
 			inFlight := crashAt == StepStaged || crashAt == StepLoading || crashAt == StepSwitched
 			if rng.IntN(8) == 0 || inFlight && rng.IntN(2) == 0 { // a newer release is desired while one may be in flight
 				idx++
-				allowed[rels[idx].release] = true
+				allowed[rels.at(idx).release] = true
 			}
 			continue
 		}
@@ -206,7 +224,7 @@ func TestCrashSafety(t *testing.T) {
 		got, _ := strconv.ParseUint(end[0], 10, 64)
 		rejected := res.lines["REJECTED"] != nil
 		switch {
-		case !allowed[got] || got != 0 && rels[got-1].badGolden:
+		case !allowed[got] || got != 0 && rels.at(int(got)-1).badGolden:
 			t.Fatalf("run %d: ended on %d for desired %+v (allowed %v)", runs, got, r, allowed)
 		case r.killPlugin && got == r.release && !startedOn(res, r.release):
 			// (a restart on probation may find its time already up)
@@ -217,14 +235,22 @@ func TestCrashSafety(t *testing.T) {
 		}
 		committed = got
 		idx++
-		allowed = map[uint64]bool{committed: true, rels[idx].release: true}
+		allowed = map[uint64]bool{committed: true, rels.at(idx).release: true}
 	}
 	// Converge: one clean run, then nothing left running.
-	res := run(rels[idx], "", 0)
+	res := run(rels.at(idx), "", 0)
 	if res.killed || res.first("END") == nil {
 		t.Fatalf("final run: %v\n%s", res.lines, res.stderr)
 	}
-	if left, _ := reap.Find(marker); len(left) != 0 {
+	// The driver has exited; a plugin it stopped may still be between its
+	// kill and its exit for a moment. One still there after 5 s is orphaned.
+	var left []int
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if left, _ = reap.Find(marker); len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(left) != 0 {
 		t.Errorf("plugin processes left after the last run: %v", left)
 	}
 	t.Logf("%d runs, %d kills (by step %v)", runs+1, kills, stepKills)

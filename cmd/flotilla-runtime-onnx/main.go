@@ -7,6 +7,7 @@
 package main
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"os"
@@ -21,6 +22,8 @@ var version = "dev"
 
 func main() {
 	lib := flag.String("ort-lib", onnx.DefaultLibrary(), "path of libonnxruntime.so (env "+onnx.LibraryEnv+")")
+	providers := flag.String("ort-providers", os.Getenv(onnx.ProvidersEnv), "folder of execution-provider libraries supplied apart from libonnxruntime (env "+onnx.ProvidersEnv+")")
+	hwRoot := flag.String("hw-root", cmp.Or(os.Getenv(onnx.HardwareRootEnv), "/"), "root under which accelerators are discovered (env "+onnx.HardwareRootEnv+")")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
@@ -28,14 +31,20 @@ func main() {
 		return
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "onnx", Level: hclog.Info, Output: os.Stderr, JSONFormat: true})
-	rt, err := onnx.Open(*lib)
+	rt, err := onnx.OpenWith(*lib, onnx.Options{ProviderDir: *providers, HardwareRoot: *hwRoot})
 	if err != nil {
 		// go-plugin shows the host our stderr; exiting before the handshake
 		// makes the host's start fail with this message.
 		fmt.Fprintln(os.Stderr, "flotilla-runtime-onnx:", err)
 		os.Exit(1)
 	}
-	logger.Info("onnxruntime loaded", "version", rt.Version(), "library", *lib, "providers", rt.Describe().ExecutionProviders)
+	hw, hwErr := rt.Hardware()
+	logger.Info("onnxruntime loaded", "version", rt.Version(), "library", *lib, "providers", rt.Describe().ExecutionProviders,
+		"accelerators", hw.Accels, "unavailable", rt.Unavailable())
+	if hwErr != nil {
+		logger.Warn("accelerator discovery", "error", hwErr)
+	}
 	native.Serve(rt, logger)
 	_ = rt.Close()
+	_ = onnx.RemoveStaged()
 }

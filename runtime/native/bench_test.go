@@ -36,11 +36,25 @@ func benchModel(b *testing.B, dir string, in runtime.Tensor) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The same plugin binary with Infer channels off: gRPC alone, as a
+	// protocol 1 plugin is reached.
+	cfg := testConfig(b)
+	cfg.grpcOnly = true
+	pg, err := Start(ctx, filepath.Join(pluginDir, "flotilla-runtime-onnx"), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pg.Close()
+	viaGRPC, err := pg.Load(ctx, spec)
+	if err != nil {
+		b.Fatal(err)
+	}
 	in.Name = direct.Inputs()[0].Name
 	for _, c := range []struct {
 		name string
 		m    runtime.Model
-	}{{"direct", direct}, {"plugin", viaPlugin}} {
+		p    *Plugin
+	}{{"direct", direct, nil}, {"plugin", viaPlugin, p}, {"plugin-grpc", viaGRPC, pg}} {
 		b.Run(c.name, func(b *testing.B) {
 			lat := make([]time.Duration, 0, b.N)
 			for b.Loop() {
@@ -53,11 +67,37 @@ func benchModel(b *testing.B, dir string, in runtime.Tensor) {
 			slices.Sort(lat)
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
-			if c.name == "plugin" {
-				b.ReportMetric(rssMiB(p.Pid()), "plugin-rss-MiB")
+			if c.p != nil {
+				b.ReportMetric(rssMiB(c.p.Pid()), "plugin-rss-MiB")
 			}
 		})
 	}
+	// paired alternates a direct and a plugin call in each iteration, so
+	// the noise of a shared machine lands on both alike, and reports the
+	// median of the per-pair differences: the plugin's overhead.
+	b.Run("paired", func(b *testing.B) {
+		var dl, pl, delta []time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			if _, err := direct.Infer(ctx, []runtime.Tensor{in}); err != nil {
+				b.Fatal(err)
+			}
+			t1 := time.Now()
+			if _, err := viaPlugin.Infer(ctx, []runtime.Tensor{in}); err != nil {
+				b.Fatal(err)
+			}
+			t2 := time.Now()
+			dl, pl, delta = append(dl, t1.Sub(t0)), append(pl, t2.Sub(t1)), append(delta, t2.Sub(t1)-t1.Sub(t0))
+		}
+		for _, s := range [][]time.Duration{dl, pl, delta} {
+			slices.Sort(s)
+		}
+		d50, p50, o50 := dl[len(dl)/2], pl[len(pl)/2], delta[len(delta)/2]
+		b.ReportMetric(float64(d50.Microseconds()), "direct-p50-µs")
+		b.ReportMetric(float64(p50.Microseconds()), "plugin-p50-µs")
+		b.ReportMetric(float64(o50.Microseconds()), "overhead-p50-µs")
+		b.ReportMetric(100*float64(o50)/float64(d50), "overhead-%")
+	})
 }
 
 // rssMiB is a process's resident memory, from /proc.

@@ -12,6 +12,14 @@
 //     capabilities with Describe, and supervises it. A Plugin is a
 //     runtime.Runtime.
 //
+// Infer takes the fast path when the plugin speaks protocol 2 (frame.go):
+// a socket pair per concurrent call, passed to the plugin over a bootstrap
+// socket it inherits as descriptor 3, and a sealed memfd buffer per channel
+// that holds the numeric tensors, so a call is one socket round trip and
+// one copy each way on the host. gRPC carries everything else (Describe,
+// Load, Unload) and Infer for protocol 1 plugins or tensors that fail
+// validation (the plugin then says what is wrong).
+//
 // When a plugin process dies, the crash is counted, the process restarted
 // (with backoff) and every model loaded through it reloaded on the new
 // process. Meanwhile, and for a call in flight when it died, Infer fails

@@ -29,6 +29,8 @@ type Config struct {
 	// PollInterval is how often a plugin's process is checked for exit
 	// (default 100 ms); a failed call checks at once.
 	PollInterval time.Duration
+
+	grpcOnly bool // tests and benchmarks: no Infer channels, as with a protocol 1 plugin
 }
 
 func (c Config) withDefaults() Config {

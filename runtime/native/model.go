@@ -26,6 +26,7 @@ type Model struct {
 	inputs, outputs []runtime.TensorInfo
 	provider        string
 	fallback        string
+	outBytes        int   // channel buffer the static outputs take
 	reloadErr       error // why the last reload failed
 	closed          bool
 }
@@ -46,6 +47,7 @@ func (m *Model) attach(gen uint64, resp *flotillapb.LoadResponse, err error) {
 	m.gen, m.id = gen, resp.GetModelId()
 	m.inputs, m.outputs = infosFromProto(resp.GetInputs()), infosFromProto(resp.GetOutputs())
 	m.provider, m.fallback = resp.GetProvider(), resp.GetFallbackReason()
+	m.outBytes = outputBytes(m.outputs)
 }
 
 // Inputs describes the model's inputs.
@@ -71,35 +73,39 @@ func (m *Model) Provider() (name, fallbackReason string) {
 
 // Available says whether the model can run now, and if not, why.
 func (m *Model) Available() error {
-	_, _, err := m.target()
+	_, _, _, err := m.target()
 	return err
 }
 
-func (m *Model) target() (flotillapb.RuntimeClient, string, error) {
-	rpc, gen, err := m.p.current()
+func (m *Model) target() (c conn, id string, outBytes int, err error) {
+	c, err = m.p.current()
 	if err != nil {
-		return nil, "", err
+		return c, "", 0, err
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	switch {
 	case m.closed:
-		return nil, "", fmt.Errorf("%w: model closed", runtime.ErrUnavailable)
+		return c, "", 0, fmt.Errorf("%w: model closed", runtime.ErrUnavailable)
 	case m.reloadErr != nil:
-		return nil, "", fmt.Errorf("%w: reload after a plugin restart failed: %w", runtime.ErrUnavailable, m.reloadErr)
-	case m.gen != gen:
-		return nil, "", fmt.Errorf("%w: model %s is reloading after a plugin restart", runtime.ErrUnavailable, m.spec.Entry)
+		return c, "", 0, fmt.Errorf("%w: reload after a plugin restart failed: %w", runtime.ErrUnavailable, m.reloadErr)
+	case m.gen != c.gen:
+		return c, "", 0, fmt.Errorf("%w: model %s is reloading after a plugin restart", runtime.ErrUnavailable, m.spec.Entry)
 	}
-	return rpc, m.id, nil
+	return c, m.id, m.outBytes, nil
 }
 
-// Infer runs the model in the plugin process.
+// Infer runs the model in the plugin process: over an Infer channel when
+// the plugin speaks protocol 2, else over gRPC.
 func (m *Model) Infer(ctx context.Context, inputs []runtime.Tensor) ([]runtime.Tensor, error) {
-	rpc, id, err := m.target()
+	c, id, outBytes, err := m.target()
 	if err != nil {
 		return nil, err
 	}
-	resp, err := rpc.Infer(ctx, &flotillapb.InferRequest{ModelId: id, Inputs: tensorsToProto(inputs)})
+	if c.chans != nil && channelable(inputs) {
+		return m.inferChannel(ctx, c.chans, id, inputs, outBytes)
+	}
+	resp, err := c.rpc.Infer(ctx, &flotillapb.InferRequest{ModelId: id, Inputs: tensorsToProto(inputs)})
 	if err != nil {
 		if status.Code(err) == codes.Unavailable {
 			m.p.kickSupervisor()
@@ -107,6 +113,29 @@ func (m *Model) Infer(ctx context.Context, inputs []runtime.Tensor) ([]runtime.T
 		return nil, fmt.Errorf("native: infer: %w", fromStatus(err))
 	}
 	return tensorsFromProto(resp.GetOutputs()), nil
+}
+
+func (m *Model) inferChannel(ctx context.Context, cs *channels, id string, inputs []runtime.Tensor, outBytes int) ([]runtime.Tensor, error) {
+	ch, err := cs.get(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("native: infer: %w", ctx.Err())
+		}
+		m.p.kickSupervisor()
+		return nil, fmt.Errorf("native: infer: %w: %w", runtime.ErrUnavailable, err)
+	}
+	out, callErr, ioErr := ch.infer(ctx, id, inputs, outBytes)
+	cs.put(ch, ioErr != nil)
+	switch {
+	case ioErr != nil && ctx.Err() != nil:
+		return nil, fmt.Errorf("native: infer: %w", ctx.Err())
+	case ioErr != nil:
+		m.p.kickSupervisor()
+		return nil, fmt.Errorf("native: infer: %w: channel: %w", runtime.ErrUnavailable, ioErr)
+	case callErr != nil:
+		return nil, fmt.Errorf("native: infer: %w", callErr)
+	}
+	return out, nil
 }
 
 // Close unloads the model from the plugin.
@@ -122,11 +151,11 @@ func (m *Model) Close() error {
 	m.p.mu.Lock()
 	delete(m.p.models, m)
 	m.p.mu.Unlock()
-	rpc, cur, err := m.p.current()
-	if err != nil || cur != gen {
+	c, err := m.p.current()
+	if err != nil || c.gen != gen {
 		return nil // the process that held it is gone
 	}
-	if _, err := rpc.Unload(context.Background(), &flotillapb.UnloadRequest{ModelId: id}); err != nil {
+	if _, err := c.rpc.Unload(context.Background(), &flotillapb.UnloadRequest{ModelId: id}); err != nil {
 		return fmt.Errorf("native: unload: %w", fromStatus(err))
 	}
 	return nil

@@ -27,7 +27,8 @@ type Plugin struct {
 	mu      sync.RWMutex
 	client  *plugin.Client
 	rpc     flotillapb.RuntimeClient
-	gen     uint64 // process generation, bumped by every start
+	chans   *channels // Infer channels to the current process; nil on protocol 1
+	gen     uint64    // process generation, bumped by every start
 	up      bool
 	info    runtime.Info
 	models  map[*Model]struct{}
@@ -59,6 +60,17 @@ func Start(ctx context.Context, path string, cfg Config) (*Plugin, error) {
 func (p *Plugin) start(ctx context.Context) error {
 	cmd := exec.Command(p.path)
 	cmd.Env = append(os.Environ(), p.cfg.Env...)
+	var chans *channels
+	if channelsSupported && !p.cfg.grpcOnly {
+		cs, peer, err := newChannels()
+		if err != nil {
+			return fmt.Errorf("native: plugin %s: %w", p.path, err)
+		}
+		defer peer.Close() // the process has its own copy
+		chans = cs
+		cmd.ExtraFiles = []*os.File{peer} // descriptor 3
+		cmd.Env = append(cmd.Env, ChannelsEnv+"=3")
+	}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		VersionedPlugins: pluginSets(nil),
@@ -66,21 +78,33 @@ func (p *Plugin) start(ctx context.Context) error {
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           p.cfg.Logger.Named(filepath.Base(p.path)),
 		StartTimeout:     p.cfg.StartTimeout,
-		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes))},
+		GRPCDialOptions: []grpc.DialOption{
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
+			grpc.WithInitialWindowSize(grpcWindowBytes), grpc.WithInitialConnWindowSize(grpcWindowBytes),
+		},
 	})
 	rpc, info, err := handshake(ctx, client)
+	if err == nil && chans != nil && client.NegotiatedVersion() < 2 {
+		chans.close() // a protocol 1 plugin: gRPC only
+		chans = nil
+	}
 	if err != nil {
 		client.Kill()
+		if chans != nil {
+			chans.close()
+		}
 		return fmt.Errorf("native: plugin %s: %w", p.path, err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		client.Kill()
+		if chans != nil {
+			chans.close()
+		}
 		return fmt.Errorf("%w: plugin closed", runtime.ErrUnavailable)
 	}
-	p.client, p.rpc, p.info, p.up = client, rpc, info, true
+	p.client, p.rpc, p.chans, p.info, p.up = client, rpc, chans, info, true
 	p.gen++
 	return nil
 }
@@ -104,8 +128,8 @@ func handshake(ctx context.Context, client *plugin.Client) (flotillapb.RuntimeCl
 	if err != nil {
 		return nil, runtime.Info{}, fmt.Errorf("describe: %w", err)
 	}
-	if d.GetProtocolVersion() != ProtocolVersion {
-		return nil, runtime.Info{}, fmt.Errorf("speaks runtime protocol %d, want %d", d.GetProtocolVersion(), ProtocolVersion)
+	if v := d.GetProtocolVersion(); v < minProtocolVersion || int(v) < client.NegotiatedVersion() {
+		return nil, runtime.Info{}, fmt.Errorf("describes runtime protocol %d, negotiated %d", v, client.NegotiatedVersion())
 	}
 	if d.GetName() == "" {
 		return nil, runtime.Info{}, errors.New("describe gave no runtime name")
@@ -132,9 +156,13 @@ func (p *Plugin) supervise() {
 		}
 		p.up = false
 		p.crashes++
-		old := p.client
+		old, oldChans := p.client, p.chans
+		p.chans = nil
 		p.mu.Unlock()
 		old.Kill() // releases what go-plugin holds for the dead process
+		if oldChans != nil {
+			oldChans.close()
+		}
 		p.cfg.Logger.Warn("runtime plugin exited; restarting", "path", p.path, "crashes", p.Crashes())
 		p.restart()
 	}
@@ -221,33 +249,52 @@ func (p *Plugin) Pid() int {
 	return 0
 }
 
-// current returns the gRPC client and generation of a running process.
-func (p *Plugin) current() (flotillapb.RuntimeClient, uint64, error) {
+// conn is how to reach a running process: gRPC, and its Infer channels
+// (nil for a protocol 1 plugin).
+type conn struct {
+	rpc   flotillapb.RuntimeClient
+	chans *channels
+	gen   uint64
+}
+
+// current returns the connection to the running process.
+func (p *Plugin) current() (conn, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	switch {
 	case p.closed:
-		return nil, 0, fmt.Errorf("%w: plugin %s closed", runtime.ErrUnavailable, p.info.Name)
+		return conn{}, fmt.Errorf("%w: plugin %s closed", runtime.ErrUnavailable, p.info.Name)
 	case !p.up:
-		return nil, 0, fmt.Errorf("%w: plugin %s is restarting", runtime.ErrUnavailable, p.info.Name)
+		return conn{}, fmt.Errorf("%w: plugin %s is restarting", runtime.ErrUnavailable, p.info.Name)
 	}
-	return p.rpc, p.gen, nil
+	return conn{p.rpc, p.chans, p.gen}, nil
+}
+
+// ProtocolVersion is the runtime protocol negotiated with the current
+// process; 0 while it is restarting.
+func (p *Plugin) ProtocolVersion() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if !p.up {
+		return 0
+	}
+	return p.client.NegotiatedVersion()
 }
 
 // Load loads a model in the plugin. The model is reloaded by itself after
 // a plugin restart.
 func (p *Plugin) Load(ctx context.Context, spec runtime.LoadSpec) (runtime.Model, error) {
-	rpc, gen, err := p.current()
+	c, err := p.current()
 	if err != nil {
 		return nil, err
 	}
-	resp, err := rpc.Load(ctx, loadRequest(spec))
+	resp, err := c.rpc.Load(ctx, loadRequest(spec))
 	if err != nil {
 		p.kickSupervisor()
 		return nil, fmt.Errorf("native: load %s: %w", spec.Entry, fromStatus(err))
 	}
 	m := &Model{p: p, spec: spec}
-	m.attach(gen, resp, nil)
+	m.attach(c.gen, resp, nil)
 	p.mu.Lock()
 	p.models[m] = struct{}{}
 	p.mu.Unlock()
@@ -263,10 +310,14 @@ func (p *Plugin) Close() error {
 	}
 	p.closed = true
 	p.up = false
-	client := p.client
+	client, chans := p.client, p.chans
+	p.chans = nil
 	close(p.done)
 	p.mu.Unlock()
 	client.Kill()
+	if chans != nil {
+		chans.close()
+	}
 	return nil
 }
 

@@ -73,22 +73,30 @@ func (s *Server) Unload(_ context.Context, req *flotillapb.UnloadRequest) (*flot
 
 // Infer runs a model.
 func (s *Server) Infer(ctx context.Context, req *flotillapb.InferRequest) (*flotillapb.InferResponse, error) {
-	s.mu.RLock()
-	m, ok := s.models[req.GetModelId()]
-	s.mu.RUnlock()
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "no model %q", req.GetModelId())
-	}
-	out, err := m.Infer(ctx, tensorsFromProto(req.GetInputs()))
+	out, err := s.infer(ctx, req.GetModelId(), tensorsFromProto(req.GetInputs()))
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &flotillapb.InferResponse{Outputs: tensorsToProto(out)}, nil
 }
 
+// infer runs the model named id: the gRPC and the channel path both.
+func (s *Server) infer(ctx context.Context, id string, in []runtime.Tensor) ([]runtime.Tensor, error) {
+	s.mu.RLock()
+	m, ok := s.models[id]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no model %q", id)
+	}
+	return m.Infer(ctx, in)
+}
+
 // toStatus carries the runtime's sentinel errors across gRPC as codes;
 // fromStatus turns them back.
 func toStatus(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err // a status already
+	}
 	code := codes.Internal
 	switch {
 	case errors.Is(err, runtime.ErrInvalidInput):

@@ -1,7 +1,7 @@
 // Package onnx runs ONNX models in process with ONNX Runtime, through
 // github.com/yalue/onnxruntime_go. It needs cgo and loads libonnxruntime at
 // run time from a path; only the flotilla-runtime-onnx plugin process links
-// it, never the cgo-free agent (the package is empty without cgo).
+// it, never the cgo-free agent (without cgo the package holds only the provider selection).
 //
 // The wrapper rejects some tensors ONNX models use; this package handles
 // them at its own boundary:
@@ -16,7 +16,14 @@
 //     outputs (the wrapper's Run indexes an empty slice and panics);
 //   - any panic inside the wrapper becomes an error.
 //
-// Execution providers are chosen per load: the providers a bundle asks for,
-// in order, that this library can use, then CPU, with the reason for each
-// one skipped (LoadResult).
+// Execution providers are chosen per load: the first of the providers a
+// bundle variant asks for, in order, that can run here, else CPU, with the
+// reason for each one skipped (LoadResult), e.g. "cuda: CUDA provider
+// library libonnxruntime_providers_cuda.so not present in /opt/ort". A
+// provider can run when firmware/accel finds the hardware it needs (an
+// NVIDIA GPU with its driver and node for CUDA and TensorRT; the CPU
+// architecture for OpenVINO and QNN), its library sits beside
+// libonnxruntime or in the folder Options.ProviderDir names, and ONNX
+// Runtime accepts it. The selection (selection.go) is pure Go and builds
+// without cgo; the rest of the package needs cgo.
 package onnx

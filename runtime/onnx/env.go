@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
 
 	ort "github.com/yalue/onnxruntime_go"
 
+	"github.com/flotilla-edge/flotilla/firmware/accel"
 	"github.com/flotilla-edge/flotilla/runtime"
 )
 
@@ -24,16 +26,19 @@ const MinVersion = "1.24.0"
 // library and every later Open must name the same file.
 var env struct {
 	sync.Mutex
-	lib     string
-	version string
+	lib         string // the library asked for
+	providerDir string // Options.ProviderDir, absolute
+	stageDir    string // the private folder of links, if any
+	version     string
 }
 
 // Runtime is ONNX Runtime in this process. It implements runtime.Runtime
 // and runtime.Describer.
 type Runtime struct {
-	libDir    string
-	version   string
-	providers []provider // every provider we know, with its availability
+	version string
+	avail   map[string]string // why each known provider cannot be used; "" when it can
+	hw      Hardware
+	hwErr   error
 
 	mu     sync.Mutex
 	models map[*Model]struct{}
@@ -45,9 +50,28 @@ var (
 	_ runtime.Describer = (*Runtime)(nil)
 )
 
-// Open loads libonnxruntime from libPath (once per process), checks its
-// version and finds the execution providers it can use.
-func Open(libPath string) (*Runtime, error) {
+// Options configure OpenWith.
+type Options struct {
+	// ProviderDir holds execution-provider libraries supplied apart from
+	// libonnxruntime (libonnxruntime_providers_cuda.so with
+	// libonnxruntime_providers_shared.so, …). ONNX Runtime loads them only
+	// from its own folder, so they are linked beside a link to the library
+	// in a private folder, and the library loaded from there. Empty: only
+	// the library's own folder is looked in.
+	ProviderDir string
+	// HardwareRoot is where firmware/accel discovers accelerators: "/" (the
+	// default) on a device, a recorded tree in tests.
+	HardwareRoot string
+}
+
+// Open loads libonnxruntime from libPath with default Options.
+func Open(libPath string) (*Runtime, error) { return OpenWith(libPath, Options{}) }
+
+// OpenWith loads libonnxruntime from libPath (once per process), checks
+// its version and finds the execution providers it can use: those whose
+// hardware firmware/accel finds under o.HardwareRoot, whose library is
+// present, and which ONNX Runtime accepts.
+func OpenWith(libPath string, o Options) (*Runtime, error) {
 	if libPath == "" {
 		return nil, fmt.Errorf("%w: no onnxruntime library path (set FLOTILLA_ORT_LIB)", runtime.ErrUnavailable)
 	}
@@ -58,23 +82,63 @@ func Open(libPath string) (*Runtime, error) {
 	if _, err := os.Stat(abs); err != nil {
 		return nil, fmt.Errorf("%w: onnxruntime library: %w", runtime.ErrUnavailable, err)
 	}
+	provDir := o.ProviderDir
+	if provDir != "" {
+		if provDir, err = filepath.Abs(provDir); err != nil {
+			return nil, fmt.Errorf("onnx: provider folder: %w", err)
+		}
+	}
 	env.Lock()
 	defer env.Unlock()
 	if env.lib == "" {
-		if err := initEnv(abs); err != nil {
+		if err := initEnv(abs, provDir); err != nil {
 			return nil, err
 		}
-	} else if env.lib != abs {
-		return nil, fmt.Errorf("onnx: onnxruntime already loaded from %s, cannot load %s in the same process", env.lib, abs)
+	} else if env.lib != abs || env.providerDir != provDir {
+		return nil, fmt.Errorf("onnx: onnxruntime already loaded from %s (providers from %q), cannot load %s (providers from %q) in the same process", env.lib, env.providerDir, abs, provDir)
 	}
-	r := &Runtime{libDir: filepath.Dir(abs), version: env.version, models: map[*Model]struct{}{}}
-	r.providers = probeProviders(r.libDir)
+	root := o.HardwareRoot
+	if root == "" {
+		root = "/"
+	}
+	accels, hwErr := accel.Discover(root)
+	r := &Runtime{version: env.version, models: map[*Model]struct{}{}, hw: Hardware{Accels: accel.Kinds(accels), Arch: goruntime.GOARCH}}
+	r.hwErr = hwErr
+	// Looked up where they really are; ONNX Runtime finds them by the links
+	// in env.loadDir.
+	dirs := []string{filepath.Dir(abs)}
+	if provDir != "" && provDir != dirs[0] {
+		dirs = []string{provDir, dirs[0]}
+	}
+	r.avail = availability(r.hw, dirs, tryProvider)
 	return r, nil
 }
 
-func initEnv(lib string) (err error) {
+// Hardware is what the runtime found of the machine's accelerators, and
+// what went wrong finding them (the probes that failed; the rest count).
+func (r *Runtime) Hardware() (Hardware, error) { return r.hw, r.hwErr }
+
+// Unavailable maps each known provider this runtime cannot use to why.
+func (r *Runtime) Unavailable() map[string]string {
+	out := map[string]string{}
+	for name, reason := range r.avail {
+		if reason != "" {
+			out[name] = reason
+		}
+	}
+	return out
+}
+
+func initEnv(lib, providerDir string) (err error) {
 	defer recoverInto(&err, "initialize onnxruntime")
-	ort.SetSharedLibraryPath(lib)
+	load := lib
+	if providerDir != "" && providerDir != filepath.Dir(lib) {
+		if load, err = stageProviders(lib, providerDir); err != nil {
+			return err
+		}
+		env.stageDir = filepath.Dir(load)
+	}
+	ort.SetSharedLibraryPath(load)
 	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
 		return fmt.Errorf("%w: onnxruntime %s: %w (it must be %s or newer)", runtime.ErrUnavailable, lib, err, MinVersion)
 	}
@@ -83,8 +147,49 @@ func initEnv(lib string) (err error) {
 		_ = ort.DestroyEnvironment()
 		return fmt.Errorf("%w: onnxruntime %s is version %q, need %s or newer", runtime.ErrUnavailable, lib, v, MinVersion)
 	}
-	env.lib, env.version = lib, v
+	env.lib, env.providerDir, env.version = lib, providerDir, v
 	return nil
+}
+
+// RemoveStaged removes the private folder of links OpenWith made for
+// Options.ProviderDir; a plugin calls it as it exits.
+func RemoveStaged() error {
+	env.Lock()
+	defer env.Unlock()
+	if env.stageDir == "" {
+		return nil
+	}
+	err := os.RemoveAll(env.stageDir)
+	env.stageDir = ""
+	return err
+}
+
+// stageProviders makes a private folder holding a link to lib and to every
+// shared library in providerDir, and returns the link to lib: ONNX Runtime
+// looks for provider libraries beside the path it was loaded from. The
+// folder lives as long as the process (the library stays loaded).
+func stageProviders(lib, providerDir string) (string, error) {
+	entries, err := os.ReadDir(providerDir)
+	if err != nil {
+		return "", fmt.Errorf("%w: onnx: provider folder: %w", runtime.ErrUnavailable, err)
+	}
+	stage, err := os.MkdirTemp("", "flotilla-ort-")
+	if err != nil {
+		return "", fmt.Errorf("onnx: provider folder: %w", err)
+	}
+	for _, e := range entries {
+		if e.IsDir() || !strings.Contains(e.Name(), ".so") || e.Name() == filepath.Base(lib) {
+			continue
+		}
+		if err := os.Symlink(filepath.Join(providerDir, e.Name()), filepath.Join(stage, e.Name())); err != nil {
+			return "", fmt.Errorf("onnx: provider folder: %w", err)
+		}
+	}
+	link := filepath.Join(stage, filepath.Base(lib))
+	if err := os.Symlink(lib, link); err != nil {
+		return "", fmt.Errorf("onnx: provider folder: %w", err)
+	}
+	return link, nil
 }
 
 // versionAtLeast compares dotted numeric versions ("1.30.0" >= "1.24.0").
@@ -116,9 +221,9 @@ func (r *Runtime) Version() string { return r.version }
 // use, best first, "cpu" last.
 func (r *Runtime) Describe() runtime.Info {
 	info := runtime.Info{Name: r.Name(), Version: r.version}
-	for _, p := range r.providers {
-		if p.reason == "" {
-			info.ExecutionProviders = append(info.ExecutionProviders, p.name)
+	for _, p := range Providers {
+		if r.avail[p.Name] == "" {
+			info.ExecutionProviders = append(info.ExecutionProviders, p.Name)
 		}
 	}
 	info.ExecutionProviders = append(info.ExecutionProviders, "cpu")

@@ -6,8 +6,15 @@ import (
 	goruntime "runtime"
 )
 
-// LibraryEnv names the environment variable holding libonnxruntime's path.
-const LibraryEnv = "FLOTILLA_ORT_LIB"
+// The plugin's environment: libonnxruntime's path, a folder of provider
+// libraries supplied apart from it (Options.ProviderDir), and the root
+// accelerators are discovered under (Options.HardwareRoot; tests point it
+// at a recorded tree).
+const (
+	LibraryEnv      = "FLOTILLA_ORT_LIB"
+	ProvidersEnv    = "FLOTILLA_ORT_PROVIDERS"
+	HardwareRootEnv = "FLOTILLA_HW_ROOT"
+)
 
 // CachedVersion is the ONNX Runtime release `make deps` caches.
 const CachedVersion = "1.30.0"

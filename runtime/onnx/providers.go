@@ -4,54 +4,10 @@ package onnx
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
+	"maps"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
-
-// provider is an execution provider this package knows how to ask ONNX
-// Runtime for, and why it cannot be used here ("" when it can).
-type provider struct {
-	name   string
-	lib    string // the provider library ONNX Runtime loads from its own folder
-	reason string
-}
-
-// knownProviders, best first. CPU is built into every library and always
-// comes last.
-var knownProviders = []provider{
-	{name: "tensorrt", lib: "libonnxruntime_providers_tensorrt.so"},
-	{name: "cuda", lib: "libonnxruntime_providers_cuda.so"},
-	{name: "openvino", lib: "libonnxruntime_providers_openvino.so"},
-	{name: "qnn", lib: "libQnnHtp.so"},
-	{name: "coreml"},
-}
-
-// probeProviders reports which providers the library in libDir can use:
-// the provider library must sit beside libonnxruntime (where ONNX Runtime
-// looks for it) and ONNX Runtime must accept the provider in a session's
-// options.
-func probeProviders(libDir string) []provider {
-	out := make([]provider, 0, len(knownProviders))
-	for _, p := range knownProviders {
-		switch {
-		case p.lib == "":
-			p.reason = "not available on this operating system"
-		default:
-			if _, err := os.Stat(filepath.Join(libDir, p.lib)); err != nil {
-				p.reason = "provider library not present"
-				break
-			}
-			if err := tryProvider(p.name); err != nil {
-				p.reason = err.Error()
-			}
-		}
-		out = append(out, p)
-	}
-	return out
-}
 
 // tryProvider appends the provider to throwaway session options.
 func tryProvider(name string) (err error) {
@@ -92,35 +48,16 @@ func appendProvider(opts *ort.SessionOptions, name string) error {
 // library can use, and returns its name ("cpu" when none) and why the ones
 // asked before it were skipped.
 func (r *Runtime) selectProviders(opts *ort.SessionOptions, asked []string) (chosen, fallback string) {
-	var reasons []string
-	for _, name := range asked {
-		name = strings.ToLower(strings.TrimSpace(name))
-		if name == "cpu" {
-			break
+	avail := maps.Clone(r.avail)
+	for {
+		chosen, fallback = choose(asked, avail)
+		if chosen == "cpu" {
+			return chosen, fallback
 		}
-		p, ok := r.provider(name)
-		switch {
-		case !ok:
-			reasons = append(reasons, name+": unknown execution provider")
-			continue
-		case p.reason != "":
-			reasons = append(reasons, name+": "+p.reason)
-			continue
+		err := appendProvider(opts, chosen)
+		if err == nil {
+			return chosen, fallback
 		}
-		if err := appendProvider(opts, name); err != nil {
-			reasons = append(reasons, name+": "+err.Error())
-			continue
-		}
-		return name, strings.Join(reasons, "; ")
+		avail[chosen] = err.Error() // and try the next one asked for
 	}
-	return "cpu", strings.Join(reasons, "; ")
-}
-
-func (r *Runtime) provider(name string) (provider, bool) {
-	for _, p := range r.providers {
-		if p.name == name {
-			return p, true
-		}
-	}
-	return provider{}, false
 }
