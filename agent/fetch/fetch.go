@@ -200,7 +200,11 @@ func (f *fetch) run(ctx context.Context) (err error) {
 		for _, t := range subscribed {
 			_ = f.conn.Unsubscribe(uctx, t)
 		}
-		if derr := f.drain(uctx); err == nil && derr != nil {
+		// Storing is local: its own time, not what the unsubscribes (on a
+		// slow or dead link) left of uctx.
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer dcancel()
+		if derr := f.drain(dctx); err == nil && derr != nil {
 			err = derr
 		}
 		f.report(len(f.want) == 0)

@@ -21,7 +21,10 @@
 // throughout. Every refusal is an error wrapping its sentinel (agent/trust,
 // unpack, or ErrManifestMismatch here) and changes nothing already staged
 // or running. A fetch cut short (ErrIncomplete) leaves its chunks stored,
-// and the next Apply continues from them.
+// and the next Apply continues from them. Cancelling Apply's context ends
+// it the same way (ErrIncomplete or ErrManifestTimeout, nothing staged): a
+// caller with newer metadata supersedes the running Apply so, then applies
+// the new metadata.
 //
 // Layout of Config.Dir:
 //

@@ -59,6 +59,7 @@ func (in *Installer) stage(ctx context.Context, link Link, v *trust.Verifier, t 
 		return fail(err)
 	}
 	if err := unpack.Unpack(ctx, in.chunks, m, dir, in.cfg.Limits); err != nil {
+		_ = os.Remove(mdir) // only if empty: a refused first bundle leaves no trace
 		return fail(err)
 	}
 	if err := state.WriteFileAtomic(filepath.Join(mdir, slot+".manifest"), raw, 0o600); err != nil {

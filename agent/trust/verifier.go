@@ -77,10 +77,18 @@ func Open(cfg Config) (*Verifier, error) {
 	return &Verifier{cfg: cfg, st: next}, nil
 }
 
-func selfSigned(root []byte) error {
+func selfSigned(root []byte) (err error) {
 	if int64(len(root)) > DefaultLimits.Root {
 		return ErrTooLarge
 	}
+	// go-tuf (v2.4.2, through sigstore) panics verifying with a malformed
+	// key, e.g. an ed25519 key whose public half is empty (found by
+	// FuzzOpenRoots): such a root is malformed, not a crash.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: root key: %v", ErrMalformed, r)
+		}
+	}()
 	r, err := metadata.Root().FromBytes(root)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)

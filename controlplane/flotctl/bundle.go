@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/flotilla-edge/flotilla/controlplane/bundle"
 	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
@@ -28,7 +29,7 @@ type bundleSummary struct {
 // they need no server, token or CA.
 func bundleCmd(o out, stderr io.Writer, args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: bundle build|show", errUsage)
+		return fmt.Errorf("%w: bundle build|show|rerelease|push", errUsage)
 	}
 	fs := flag.NewFlagSet("bundle "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -74,8 +75,10 @@ func bundleCmd(o out, stderr io.Writer, args []string) error {
 			return err
 		}
 		return printBundle(o, s, pos[0])
+	case "rerelease":
+		return bundleRerelease(o, args[1:], time.Now())
 	}
-	return fmt.Errorf("%w: unknown bundle command %q (build, show)", errUsage, args[0])
+	return fmt.Errorf("%w: unknown bundle command %q (build, show, rerelease, push)", errUsage, args[0])
 }
 
 func printBundle(o out, s *bundle.Store, digest string) error {
