@@ -53,8 +53,10 @@ type Config struct {
 	Registry Registry
 	Logger   *slog.Logger
 	Now      func() time.Time
-	Bundles  Bundles     // release, bundles, assignments, progress; nil: those routes answer 503
-	Metrics  *expvar.Map // exported at /v1/metrics (viewer); nil: none
+	Bundles  Bundles // release, bundles, assignments, progress; nil: those routes answer 503
+	// Telemetry answers drift queries and device events; nil: 503.
+	Telemetry Telemetry
+	Metrics   *expvar.Map // exported at /v1/metrics (viewer); nil: none
 	// Version is reported by /healthz.
 	Version string
 }

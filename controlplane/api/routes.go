@@ -54,6 +54,11 @@ func (a *API) routes() []route {
 		{Method: "POST", Path: "/v1/devices/{id}/assign", Role: Operator, Summary: "Assign a released model to a device: the director signs it into the device's desired state and delivery starts",
 			Request: AssignRequest{}, Response: AssignmentView{}, Handler: a.assign},
 		{Method: "GET", Path: "/v1/devices/{id}/progress", Role: Viewer, Summary: "The device's latest fetch progress, per bundle", Response: []ProgressView{}, Handler: a.progress},
+		{Method: "GET", Path: "/v1/drift", Role: Viewer, Summary: "Merged telemetry and drift of model releases over a time range: one device, a cohort (selector, model release) or the fleet",
+			Response: DriftReport{}, Handler: a.drift, Query: append([]param{{"model", "model name (default: every model with telemetry in range)"},
+				{"release", "one release of the model"}, {"device", "one device"}, {"selector", "a cohort: labels k=v,k2=v2"}}, rangeParams...)},
+		{Method: "GET", Path: "/v1/devices/{id}/events", Role: Viewer, Summary: "The device's events (errors, rollbacks, restarts), newest first", Response: []EventView{}, Handler: a.deviceEvents,
+			Query: append([]param{{"level", "info, warn, error (comma-separated)"}, {"limit", "events (default 100, max 5000)"}}, rangeParams...)},
 		{Method: "GET", Path: "/v1/metrics", Role: Viewer, Summary: "The control plane's counters", Response: map[string]any{}, Handler: a.metrics},
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/flotilla-edge/flotilla/controlplane/api"
 )
@@ -255,6 +256,72 @@ func (c *Client) Assign(ctx context.Context, device, model string, release uint6
 func (c *Client) Progress(ctx context.Context, device string) ([]api.ProgressView, error) {
 	var out []api.ProgressView
 	return out, c.do(ctx, "GET", "/v1/devices/"+url.PathEscape(device)+"/progress", nil, &out)
+}
+
+// DriftOptions select a drift report: one model (empty: every model with
+// telemetry in range) and release (0: all), of one device, a cohort
+// (Selector, k=v,k2=v2) or the fleet, over the last Since (0: the server's
+// default, 1h) or [From, To).
+type DriftOptions struct {
+	Model    string
+	Release  uint64
+	Device   string
+	Selector string
+	Since    time.Duration
+	From, To time.Time
+}
+
+// Drift returns the merged telemetry and drift of the model releases
+// matching o.
+func (c *Client) Drift(ctx context.Context, o DriftOptions) (api.DriftReport, error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"model": o.Model, "device": o.Device, "selector": o.Selector} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if o.Release > 0 {
+		q.Set("release", fmt.Sprint(o.Release))
+	}
+	setRange(q, o.Since, o.From, o.To)
+	var out api.DriftReport
+	return out, c.do(ctx, "GET", "/v1/drift?"+q.Encode(), nil, &out)
+}
+
+// EventOptions select a device's events: at the levels given (none: all),
+// over the last Since or [From, To) (all zero: every event kept), at most
+// Limit (0: the server's default, 100), newest first.
+type EventOptions struct {
+	Levels   []string
+	Since    time.Duration
+	From, To time.Time
+	Limit    int
+}
+
+// DeviceEvents returns a device's events.
+func (c *Client) DeviceEvents(ctx context.Context, id string, o EventOptions) ([]api.EventView, error) {
+	q := url.Values{}
+	if len(o.Levels) > 0 {
+		q.Set("level", strings.Join(o.Levels, ","))
+	}
+	if o.Limit > 0 {
+		q.Set("limit", fmt.Sprint(o.Limit))
+	}
+	setRange(q, o.Since, o.From, o.To)
+	var out []api.EventView
+	return out, c.do(ctx, "GET", "/v1/devices/"+url.PathEscape(id)+"/events?"+q.Encode(), nil, &out)
+}
+
+func setRange(q url.Values, since time.Duration, from, to time.Time) {
+	if since > 0 {
+		q.Set("since", since.String())
+	}
+	if !from.IsZero() {
+		q.Set("from", from.UTC().Format(time.RFC3339Nano))
+	}
+	if !to.IsZero() {
+		q.Set("to", to.UTC().Format(time.RFC3339Nano))
+	}
 }
 
 // doRaw sends raw bytes as application/octet-stream.

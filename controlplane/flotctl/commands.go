@@ -87,6 +87,8 @@ func devices(ctx context.Context, c *apiclient.Client, o out, args []string) err
 		return devicesAssign(ctx, c, o, args)
 	case "progress":
 		return devicesProgress(ctx, c, o, args)
+	case "events":
+		return devicesEvents(ctx, c, o, args)
 	case "show", "get":
 		id, err := oneID(args, "devices show")
 		if err != nil {

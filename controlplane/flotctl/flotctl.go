@@ -6,9 +6,10 @@
 //	flotctl [global flags] tokens list|create|revoke
 //	flotctl [global flags] enrol-tokens list|create|revoke
 //	flotctl [global flags] audit
+//	flotctl [global flags] drift, devices events
 //	flotctl [global flags] devices assign|progress
 //	flotctl [global flags] release push, bundle push
-//	flotctl keys generate|rotate, release add, bundle build|show (offline)
+//	flotctl keys generate|rotate, release add, bundle build|show|rerelease (offline)
 //
 // Global flags (or their FLOTILLA_* environment variables): -server, -token
 // or -token-file, -ca-file or -ca-fingerprint, -json.
@@ -112,6 +113,8 @@ func run(ctx context.Context, args []string, env Env) error {
 		return enrolTokens(ctx, c, o, rest[1:])
 	case "audit":
 		return audit(ctx, c, o, rest[1:])
+	case "drift":
+		return drift(ctx, c, o, rest[1:])
 	case "release":
 		return releasePush(ctx, c, o, rest[2:])
 	case "bundle":
@@ -126,7 +129,7 @@ func run(ctx context.Context, args []string, env Env) error {
 		fs.Usage()
 		return nil
 	}
-	return fmt.Errorf("%w: unknown command %q (devices, tokens, enrol-tokens, audit, whoami)", errUsage, rest[0])
+	return fmt.Errorf("%w: unknown command %q (devices, tokens, enrol-tokens, audit, drift, whoami)", errUsage, rest[0])
 }
 
 const usage = `flotctl — operate a Flotilla fleet
@@ -140,11 +143,14 @@ const usage = `flotctl — operate a Flotilla fleet
   flotctl enrol-tokens list | create -name N [-max-uses N] [-ttl D] [-label k=v…] | revoke ID
   flotctl devices assign DEVICE MODEL RELEASE
   flotctl devices progress DEVICE [-watch]
+  flotctl devices events DEVICE [-level warn,error] [-since 24h] [-limit N]
+  flotctl drift [-device ID | -selector k=v,…] [-model M [-release N]] [-since 1h] [-worst N]
   flotctl audit [-limit N]
   flotctl keys generate|rotate -dir D …      (offline)
   flotctl release add -keys D … MANIFEST      (offline)
   flotctl release push -keys D
   flotctl bundle build|show …                 (local)
+  flotctl bundle rerelease MODEL COUNTER -keys D -store S [-counter N]   (offline)
   flotctl bundle push -store STORE [DIGEST]
   flotctl whoami
 

@@ -76,6 +76,9 @@ type Config struct {
 	WaveDelay        time.Duration  // between an assignment and its wave; 0 = DefaultWaveDelay
 	WaveRate         int64          // wave pace in bytes/s; 0 = delivery.DefaultWaveRate
 
+	// Telemetry ingest, rollups and retention (telemetry.go).
+	Telemetry TelemetryConfig
+
 	Logger  *slog.Logger
 	Version string
 	Now     func() time.Time
@@ -105,6 +108,7 @@ type Server struct {
 	bg         sync.WaitGroup
 	closeOnce  sync.Once
 	closeErr   error
+	telemetry  *telemetryService
 }
 
 // New starts a control plane: it returns once the API listens and the
@@ -175,6 +179,8 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	regCfg.DirectorMetadata = s.delivery.directorMetadata
+	s.openTelemetry()
+	s.telemetry.start()
 	if s.ca.CanIssue() {
 		regCfg.Issuer = s.ca
 	}
@@ -219,7 +225,8 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	}
 	subs := append(s.registry.Subscriptions(controlGroup),
 		topic.Shared(controlGroup, scheme.AllDevices(topic.ChunkRequest)),
-		topic.Shared(controlGroup, scheme.AllDevices(topic.Progress)))
+		topic.Shared(controlGroup, scheme.AllDevices(topic.Progress)),
+		s.telemetry.subscription())
 	if err = s.mqtt.Subscribe(subs, s.handleMessage); err != nil {
 		return nil, err
 	}
@@ -237,7 +244,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if err = s.ensureAdminToken(ctx); err != nil {
 		return nil, err
 	}
-	s.api = api.New(api.Config{Store: s.store, Registry: enroller{s.registry, s.delivery.trust}, Bundles: s.delivery, Logger: cfg.Logger.With("component", "api"),
+	s.api = api.New(api.Config{Store: s.store, Registry: enroller{s.registry, s.delivery.trust}, Bundles: s.delivery, Telemetry: s.telemetry, Logger: cfg.Logger.With("component", "api"),
 		Now: cfg.Now, Metrics: s.metrics, Version: cfg.Version})
 	if s.httpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("api listener: %w", err)
@@ -262,9 +269,10 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 const controlGroup = "flotilla-control"
 
 // handleMessage routes what devices publish: delivery's topics (chunk
-// requests, progress) to delivery, the rest to the registry.
+// requests, progress) to delivery, telemetry to its ingest, the rest to
+// the registry.
 func (s *Server) handleMessage(ctx context.Context, name string, payload []byte) {
-	if s.delivery.handle(name, payload) {
+	if s.delivery.handle(name, payload) || s.telemetry.handle(name, payload) {
 		return
 	}
 	s.registry.HandleMessage(ctx, name, payload)

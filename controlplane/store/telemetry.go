@@ -8,14 +8,15 @@ import (
 	"strings"
 )
 
-// TelemetryMessage is one device telemetry message's window summaries, to
-// be stored once per (device, epoch, sequence).
+// TelemetryMessage is one device telemetry message's window summaries or
+// events, to be stored once per (device, epoch, sequence).
 type TelemetryMessage struct {
 	DeviceID   string
 	Epoch      string
 	Sequence   uint64
 	ReceivedAt int64
 	Summaries  []StoredSummary
+	Events     []Event
 }
 
 // StoredSummary is one window summary as stored: the fields queries filter
@@ -52,12 +53,15 @@ type Rollup struct {
 	Payload     []byte
 }
 
-// RollupKey names a rollup bucket.
+// RollupKey names a rollup bucket. Marks, for a dirty bucket, counts the
+// summaries that marked it: PutRollups clears the mark only if no summary
+// marked it since it was read.
 type RollupKey struct {
 	DeviceID    string
 	Model       string
 	Release     uint64
 	BucketStart int64
+	Marks       int64
 }
 
 // BucketSize is a granularity's bucket length in milliseconds.
@@ -75,18 +79,21 @@ func (s *Store) StoreTelemetry(ctx context.Context, msgs []TelemetryMessage) (du
 	dup = make([]bool, len(msgs))
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		marks := map[string]int64{}
-		rows, err := tx.QueryContext(ctx, `SELECT granularity, watermark FROM telemetry_rollup_state`)
+		// Below a granularity's watermark, or the buckets a running rollup
+		// claimed, a summary marks its bucket dirty. (PostgreSQL: the row
+		// lock orders this with ClaimRollup.)
+		rows, err := tx.QueryContext(ctx, `SELECT granularity, watermark, claimed FROM telemetry_rollup_state`+s.d.forUpdate)
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
 			var g string
-			var w int64
-			if err := rows.Scan(&g, &w); err != nil {
+			var w, c int64
+			if err := rows.Scan(&g, &w, &c); err != nil {
 				rows.Close()
 				return err
 			}
-			marks[g] = w
+			marks[g] = max(w, c)
 		}
 		rows.Close()
 		// Multi-row statements: one round through the driver per chunk
@@ -188,7 +195,8 @@ func (s *Store) StoreTelemetry(ctx context.Context, msgs []TelemetryMessage) (du
 						b := sm.StartMs - sm.StartMs%BucketSize(g)
 						if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO telemetry_rollup_dirty
 							(granularity, device_id, model, release, bucket_start) VALUES (?, ?, ?, ?, ?)
-							ON CONFLICT (granularity, device_id, model, release, bucket_start) DO NOTHING`),
+							ON CONFLICT (granularity, device_id, model, release, bucket_start)
+							DO UPDATE SET marks = telemetry_rollup_dirty.marks + 1`),
 							g, m.DeviceID, sm.Model, int64(sm.Release), b); err != nil {
 							return err
 						}
@@ -199,7 +207,7 @@ func (s *Store) StoreTelemetry(ctx context.Context, msgs []TelemetryMessage) (du
 		if err := flush(); err != nil {
 			return err
 		}
-		return nil
+		return s.insertEvents(ctx, tx, msgs, fresh)
 	})
 	return dup, err
 }
@@ -310,7 +318,7 @@ func (s *Store) RollupState(ctx context.Context, g string) (watermark int64, dir
 	if err != nil {
 		return 0, nil, fmt.Errorf("rollup state: %w", err)
 	}
-	rows, err := s.wdb.QueryContext(ctx, s.q(`SELECT device_id, model, release, bucket_start FROM telemetry_rollup_dirty
+	rows, err := s.wdb.QueryContext(ctx, s.q(`SELECT device_id, model, release, bucket_start, marks FROM telemetry_rollup_dirty
 		WHERE granularity = ? ORDER BY bucket_start, device_id`), g)
 	if err != nil {
 		return 0, nil, fmt.Errorf("rollup state: %w", err)
@@ -319,7 +327,7 @@ func (s *Store) RollupState(ctx context.Context, g string) (watermark int64, dir
 	for rows.Next() {
 		var k RollupKey
 		var rel int64
-		if err := rows.Scan(&k.DeviceID, &k.Model, &rel, &k.BucketStart); err != nil {
+		if err := rows.Scan(&k.DeviceID, &k.Model, &rel, &k.BucketStart, &k.Marks); err != nil {
 			return 0, nil, err
 		}
 		k.Release = uint64(rel)
@@ -329,8 +337,9 @@ func (s *Store) RollupState(ctx context.Context, g string) (watermark int64, dir
 }
 
 // PutRollups writes rollups of granularity g (replacing those of the same
-// bucket), clears the dirty buckets cleaned, and moves the watermark
-// forward to watermark, in one transaction.
+// bucket), clears the dirty buckets cleaned (those no summary marked again
+// since RollupState read them), and moves the watermark forward to
+// watermark, in one transaction.
 func (s *Store) PutRollups(ctx context.Context, g string, rollups []Rollup, cleaned []RollupKey, watermark int64) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
 		for _, r := range rollups {
@@ -343,7 +352,8 @@ func (s *Store) PutRollups(ctx context.Context, g string, rollups []Rollup, clea
 		}
 		for _, k := range cleaned {
 			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM telemetry_rollup_dirty WHERE granularity = ? AND device_id = ?
-				AND model = ? AND release = ? AND bucket_start = ?`), g, k.DeviceID, k.Model, int64(k.Release), k.BucketStart); err != nil {
+				AND model = ? AND release = ? AND bucket_start = ? AND marks = ?`),
+				g, k.DeviceID, k.Model, int64(k.Release), k.BucketStart, k.Marks); err != nil {
 				return err
 			}
 		}
@@ -354,14 +364,32 @@ func (s *Store) PutRollups(ctx context.Context, g string, rollups []Rollup, clea
 	})
 }
 
+// ClaimRollup says a rollup of granularity g up to upTo is about to read
+// the summaries: from its commit on, a summary stored for a bucket before
+// upTo marks the bucket dirty even while the watermark is still below it,
+// so nothing stored during the rollup is left out of it unnoticed.
+func (s *Store) ClaimRollup(ctx context.Context, g string, upTo int64) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO telemetry_rollup_state (granularity, watermark, claimed) VALUES (?, 0, ?)
+			ON CONFLICT (granularity) DO UPDATE SET claimed = excluded.claimed
+			WHERE telemetry_rollup_state.claimed < excluded.claimed`), g, upTo)
+		if err != nil {
+			return fmt.Errorf("claim rollup: %w", err)
+		}
+		return nil
+	})
+}
+
 // TelemetryRetention says how long each kind of telemetry row is kept, as
 // cut-off times in milliseconds: rows before them are deleted.
 type TelemetryRetention struct {
 	RawBefore, HourlyBefore, DailyBefore int64
+	EventsBefore                         int64 // by the time the control plane received them
 }
 
 // DeleteTelemetryBefore deletes raw summaries (and their de-duplication
-// ledger) and rollups older than the cut-offs; it returns the rows deleted.
+// ledger), rollups and device events older than the cut-offs; it returns
+// the rows deleted.
 func (s *Store) DeleteTelemetryBefore(ctx context.Context, r TelemetryRetention) (int64, error) {
 	var total int64
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
@@ -373,6 +401,7 @@ func (s *Store) DeleteTelemetryBefore(ctx context.Context, r TelemetryRetention)
 			{`DELETE FROM telemetry_received WHERE received_at < ?`, []any{r.RawBefore}},
 			{`DELETE FROM telemetry_rollups WHERE granularity = ? AND bucket_start < ?`, []any{Hourly, r.HourlyBefore}},
 			{`DELETE FROM telemetry_rollups WHERE granularity = ? AND bucket_start < ?`, []any{Daily, r.DailyBefore}},
+			{`DELETE FROM device_events WHERE received_at < ?`, []any{r.EventsBefore}},
 		} {
 			res, err := tx.ExecContext(ctx, s.q(st.q), st.arg...)
 			if err != nil {

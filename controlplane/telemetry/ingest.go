@@ -25,6 +25,7 @@ type Store interface {
 	ListRollups(ctx context.Context, g string, f store.SummaryFilter) ([]store.Rollup, error)
 	RollupState(ctx context.Context, g string) (int64, []store.RollupKey, error)
 	PutRollups(ctx context.Context, g string, rollups []store.Rollup, cleaned []store.RollupKey, watermark int64) error
+	ClaimRollup(ctx context.Context, g string, upTo int64) error
 	SummariesBetween(ctx context.Context, fromMs, toMs int64) ([]store.StoredSummary, error)
 	OldestSummaryStart(ctx context.Context) (int64, bool, error)
 	DeleteTelemetryBefore(ctx context.Context, r store.TelemetryRetention) (int64, error)
@@ -42,9 +43,11 @@ type Options struct {
 	Logger    *slog.Logger
 }
 
-// Counters are the ingest's counters.
+// Counters are the ingest's counters, per message (Events: per event).
+// Ignored counts messages stored with neither summaries nor events.
 type Counters struct {
 	Stored, Duplicates, Rejected, Ignored, Acked, AckErrors atomic.Uint64
+	Events, Overloaded                                      atomic.Uint64
 }
 
 // Ingest takes telemetry messages in and stores them.
@@ -99,8 +102,10 @@ func NewMessage(t *pb.Telemetry) *Message { return &Message{Telemetry: t} }
 
 // Decode checks one message from topic name: the topic is a device's
 // telemetry topic, the payload a valid Telemetry of that device carrying
-// valid summaries. A nil message and nil error mean a payload this ingest
-// does not store (events).
+// valid summaries or events (wire.Decode validates the summaries with the
+// envelope). A message with neither payload (or one this build does not
+// know) is still recorded and acknowledged, so that the device stops
+// resending it.
 func (in *Ingest) Decode(name string, payload []byte) (*Message, error) {
 	k, id, ok := in.opt.Scheme.Parse(name)
 	if !ok || k != topic.Telemetry {
@@ -113,16 +118,14 @@ func (in *Ingest) Decode(name string, payload []byte) (*Message, error) {
 	if t.GetDeviceId() != id {
 		return nil, fmt.Errorf("%w: device_id %q on the topic of %q", ErrRejected, t.GetDeviceId(), id)
 	}
-	s := t.GetSummaries()
-	if s == nil {
-		return nil, nil
-	}
-	if err := s.Validate(); err != nil {
+	if err := validateEvents(t.GetEvents()); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	m := &Message{Telemetry: &t}
-	if raw, ok := rawSummaries(payload); ok && len(raw) == len(s.GetSummaries()) {
-		m.raw = raw
+	if s := t.GetSummaries(); s != nil {
+		if raw, ok := rawSummaries(payload); ok && len(raw) == len(s.GetSummaries()) {
+			m.raw = raw
+		}
 	}
 	return m, nil
 }
@@ -183,20 +186,43 @@ func rawSummaries(b []byte) ([][]byte, bool) {
 // holds back further QoS 1 messages meanwhile). A refused message is
 // counted and dropped, never acknowledged.
 func (in *Ingest) Handle(ctx context.Context, name string, payload []byte) {
-	t, err := in.Decode(name, payload)
-	if err != nil {
-		in.Counters.Rejected.Add(1)
-		in.opt.Logger.Warn("telemetry dropped", "topic", name, "err", err)
-		return
-	}
-	if t == nil {
-		in.Counters.Ignored.Add(1)
+	t, ok := in.decode(name, payload)
+	if !ok {
 		return
 	}
 	select {
 	case in.queue <- t:
 	case <-ctx.Done():
 	}
+}
+
+// Offer is Handle for a callback that must not block (a client library
+// that delivers every subscription's messages on one goroutine): when the
+// queue is full the message is dropped, counted in Overloaded and not
+// acknowledged, so the device sends it again after its ack timeout.
+func (in *Ingest) Offer(name string, payload []byte) {
+	t, ok := in.decode(name, payload)
+	if !ok {
+		return
+	}
+	select {
+	case in.queue <- t:
+	default:
+		if in.Counters.Overloaded.Add(1)&1023 == 1 {
+			in.opt.Logger.Warn("telemetry queue full; messages dropped unacknowledged (devices resend them)",
+				"dropped", in.Counters.Overloaded.Load())
+		}
+	}
+}
+
+func (in *Ingest) decode(name string, payload []byte) (*Message, bool) {
+	t, err := in.Decode(name, payload)
+	if err != nil {
+		in.Counters.Rejected.Add(1)
+		in.opt.Logger.Warn("telemetry dropped", "topic", name, "err", err)
+		return nil, false
+	}
+	return t, true
 }
 
 // Run stores queued messages in batches and acknowledges them once
@@ -245,6 +271,10 @@ func (in *Ingest) Store(ctx context.Context, msgs []*Message) error {
 	for i, msg := range msgs {
 		t := msg.Telemetry
 		m := store.TelemetryMessage{DeviceID: t.GetDeviceId(), Epoch: t.GetEpoch(), Sequence: t.GetSequence(), ReceivedAt: now}
+		for _, e := range t.GetEvents().GetEvents() {
+			m.Events = append(m.Events, store.Event{AtMs: e.GetAtMs(), Level: e.GetLevel(), Code: e.GetCode(),
+				Message: e.GetMessage(), Attrs: e.GetAttrs()})
+		}
 		for j, s := range t.GetSummaries().GetSummaries() {
 			var payload []byte
 			if msg.raw != nil {
@@ -269,10 +299,14 @@ func (in *Ingest) Store(ctx context.Context, msgs []*Message) error {
 	var order []key
 	for i, msg := range msgs {
 		t := msg.Telemetry
-		if dup[i] {
+		switch {
+		case dup[i]:
 			in.Counters.Duplicates.Add(1)
-		} else {
+		case t.GetSummaries() == nil && t.GetEvents() == nil:
+			in.Counters.Ignored.Add(1)
+		default:
 			in.Counters.Stored.Add(1)
+			in.Counters.Events.Add(uint64(len(t.GetEvents().GetEvents())))
 		}
 		k := key{t.GetDeviceId(), t.GetEpoch()}
 		a, ok := acks[k]

@@ -17,10 +17,11 @@ const maxPayload = 4 << 20
 // Result is a query's answer: per model release, the merge of every
 // summary in range, and where it came from.
 type Result struct {
-	Releases []*pb.WindowSummary // by release
-	Devices  int                 // distinct devices contributing
-	Raw      int                 // raw summaries merged
-	Rollups  int                 // rollup rows merged
+	Releases       []*pb.WindowSummary // by release
+	Devices        int                 // distinct devices contributing
+	ReleaseDevices map[uint64]int      // distinct devices contributing, per release
+	Raw            int                 // raw summaries merged
+	Rollups        int                 // rollup rows merged
 }
 
 // Query answers drift queries for the filter: one device (DeviceID), a
@@ -37,6 +38,11 @@ func Query(ctx context.Context, st Store, f store.SummaryFilter) (*Result, error
 	}
 	acc := map[uint64]*pb.WindowSummary{}
 	devices := map[string]bool{}
+	type devRel struct {
+		device  string
+		release uint64
+	}
+	perRelease := map[devRel]bool{}
 	res := &Result{}
 	add := func(device string, payload []byte) error {
 		var s pb.WindowSummary
@@ -44,6 +50,7 @@ func Query(ctx context.Context, st Store, f store.SummaryFilter) (*Result, error
 			return fmt.Errorf("telemetry query: stored summary: %w", err)
 		}
 		devices[device] = true
+		perRelease[devRel{device, s.GetRelease()}] = true
 		cur, ok := acc[s.GetRelease()]
 		if !ok {
 			acc[s.GetRelease()] = &s
@@ -89,6 +96,10 @@ func Query(ctx context.Context, st Store, f store.SummaryFilter) (*Result, error
 	}
 	sort.Slice(res.Releases, func(i, j int) bool { return res.Releases[i].GetRelease() < res.Releases[j].GetRelease() })
 	res.Devices = len(devices)
+	res.ReleaseDevices = map[uint64]int{}
+	for k := range perRelease {
+		res.ReleaseDevices[k.release]++
+	}
 	return res, nil
 }
 

@@ -37,6 +37,12 @@ func Rollup(ctx context.Context, st Store, now time.Time, opt RollupOptions) err
 func rollupOne(ctx context.Context, st Store, g string, upTo int64) error {
 	size := store.BucketSize(g)
 	target := upTo - mod(upTo, size)
+	// Claim first: a summary stored from now on below target marks its
+	// bucket dirty, whether or not the reads below see it; one stored before
+	// is seen by them.
+	if err := st.ClaimRollup(ctx, g, target); err != nil {
+		return err
+	}
 	wm, dirty, err := st.RollupState(ctx, g)
 	if err != nil {
 		return err
@@ -134,10 +140,12 @@ type Retention struct {
 	Raw    time.Duration // raw summaries: 7 days
 	Hourly time.Duration // hourly rollups: 90 days
 	Daily  time.Duration // daily rollups: 2 years
+	Events time.Duration // device events, from their arrival: 30 days
 }
 
 // Expire deletes telemetry older than the retention allows, returning the
-// rows deleted. Raw summaries are kept until their daily rollup exists.
+// rows deleted. Raw summaries are kept until their daily rollup exists;
+// device events go by the time they arrived.
 func Expire(ctx context.Context, st Store, now time.Time, r Retention) (int64, error) {
 	if r.Raw <= 0 {
 		r.Raw = 7 * 24 * time.Hour
@@ -147,6 +155,9 @@ func Expire(ctx context.Context, st Store, now time.Time, r Retention) (int64, e
 	}
 	if r.Daily <= 0 {
 		r.Daily = 2 * 365 * 24 * time.Hour
+	}
+	if r.Events <= 0 {
+		r.Events = 30 * 24 * time.Hour
 	}
 	rawBefore := now.Add(-r.Raw).UnixMilli()
 	dwm, _, err := st.RollupState(ctx, store.Daily)
@@ -158,5 +169,6 @@ func Expire(ctx context.Context, st Store, now time.Time, r Retention) (int64, e
 		RawBefore:    rawBefore,
 		HourlyBefore: now.Add(-r.Hourly).UnixMilli(),
 		DailyBefore:  now.Add(-r.Daily).UnixMilli(),
+		EventsBefore: now.Add(-r.Events).UnixMilli(),
 	})
 }

@@ -42,24 +42,45 @@ type Validator interface {
 
 // Decode unmarshals data into m, refusing more than limit bytes. On error m
 // is unchanged.
+//
+// A fresh (empty) target is decoded into directly and reset on error, which
+// leaves it as it was; a target holding data is decoded into a scratch
+// message first and copied over only on success.
 func Decode(data []byte, limit int, m proto.Message) error {
 	if len(data) > limit {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), limit)
 	}
-	tmp := m.ProtoReflect().New().Interface()
-	if err := proto.Unmarshal(data, tmp); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrMalformed, m.ProtoReflect().Descriptor().FullName(), err)
-	}
-	if err := checkWireTypes(tmp.ProtoReflect()); err != nil {
-		return err
-	}
-	if v, ok := tmp.(Validator); ok {
-		if err := v.Validate(); err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrInvalid, m.ProtoReflect().Descriptor().FullName(), err)
+	if proto.Size(m) == 0 {
+		if err := decodeInto(data, m); err != nil {
+			proto.Reset(m)
+			return err
 		}
+		return nil
+	}
+	tmp := m.ProtoReflect().New().Interface()
+	if err := decodeInto(data, tmp); err != nil {
+		return err
 	}
 	proto.Reset(m)
 	proto.Merge(m, tmp)
+	return nil
+}
+
+// decodeInto unmarshals data into the empty message m and checks it: wire
+// types, then Validate. On error m holds partial data.
+func decodeInto(data []byte, m proto.Message) error {
+	name := m.ProtoReflect().Descriptor().FullName()
+	if err := proto.Unmarshal(data, m); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrMalformed, name, err)
+	}
+	if err := checkWireTypes(data, m.ProtoReflect().Descriptor()); err != nil {
+		return err
+	}
+	if v, ok := m.(Validator); ok {
+		if err := v.Validate(); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrInvalid, name, err)
+		}
+	}
 	return nil
 }
 
@@ -77,50 +98,63 @@ func Encode(m proto.Message) ([]byte, error) {
 	return proto.MarshalOptions{Deterministic: true}.Marshal(m)
 }
 
-// checkWireTypes walks m and its nested messages. protobuf-go keeps a field
-// whose wire type does not match its declaration as an unknown field; a
-// field number that the descriptor knows but that sits among the unknown
-// fields was therefore sent with the wrong type, which we refuse.
-func checkWireTypes(m protoreflect.Message) error {
-	fields := m.Descriptor().Fields()
-	unknown := m.GetUnknown()
-	for len(unknown) > 0 {
-		num, typ, n := protowire.ConsumeTag(unknown)
+// checkWireTypes walks the encoded message b of descriptor md (already
+// parsed successfully by proto.Unmarshal) and refuses a known field sent
+// with a wire type other than its declaration's. protobuf-go would keep such
+// a field among the unknown fields, where it would pass silently; for a map
+// entry's key or value it would drop it. Repeated scalars may come packed
+// or not, as protobuf allows. The walk reads the bytes and allocates
+// nothing.
+func checkWireTypes(b []byte, md protoreflect.MessageDescriptor) error {
+	fields := md.Fields()
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return fmt.Errorf("%w: %s: bad unknown field", ErrMalformed, m.Descriptor().FullName())
+			return fmt.Errorf("%w: %s: bad field tag", ErrMalformed, md.FullName())
 		}
-		if fd := fields.ByNumber(num); fd != nil {
+		b = b[n:]
+		fd := fields.ByNumber(num)
+		if fd != nil && !wireTypeFits(fd, typ) {
 			return fmt.Errorf("%w: %s.%s (field %d) sent as wire type %d",
-				ErrWrongType, m.Descriptor().FullName(), fd.Name(), num, typ)
+				ErrWrongType, md.FullName(), fd.Name(), num, typ)
 		}
-		unknown = unknown[n:]
-		m := protowire.ConsumeFieldValue(num, typ, unknown)
-		if m < 0 {
-			return fmt.Errorf("%w: bad unknown field %d", ErrMalformed, num)
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return fmt.Errorf("%w: %s: bad field %d", ErrMalformed, md.FullName(), num)
 		}
-		unknown = unknown[m:]
+		if fd != nil && fd.Message() != nil {
+			var v []byte
+			if typ == protowire.StartGroupType {
+				v, _ = protowire.ConsumeGroup(num, b[:n])
+			} else {
+				v, _ = protowire.ConsumeBytes(b[:n])
+			}
+			if err := checkWireTypes(v, fd.Message()); err != nil {
+				return err
+			}
+		}
+		b = b[n:]
 	}
-	var err error
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsMap():
-			if fd.MapValue().Message() != nil {
-				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-					err = checkWireTypes(mv.Message())
-					return err == nil
-				})
-			}
-		case fd.IsList():
-			if fd.Message() != nil {
-				l := v.List()
-				for i := 0; i < l.Len() && err == nil; i++ {
-					err = checkWireTypes(l.Get(i).Message())
-				}
-			}
-		case fd.Message() != nil:
-			err = checkWireTypes(v.Message())
-		}
-		return err == nil
-	})
-	return err
+	return nil
+}
+
+// wireTypeFits reports whether a field declared as fd may arrive as wire
+// type typ.
+func wireTypeFits(fd protoreflect.FieldDescriptor, typ protowire.Type) bool {
+	var want protowire.Type
+	switch fd.Kind() {
+	case protoreflect.BoolKind, protoreflect.EnumKind, protoreflect.Int32Kind, protoreflect.Int64Kind,
+		protoreflect.Uint32Kind, protoreflect.Uint64Kind, protoreflect.Sint32Kind, protoreflect.Sint64Kind:
+		want = protowire.VarintType
+	case protoreflect.Fixed32Kind, protoreflect.Sfixed32Kind, protoreflect.FloatKind:
+		want = protowire.Fixed32Type
+	case protoreflect.Fixed64Kind, protoreflect.Sfixed64Kind, protoreflect.DoubleKind:
+		want = protowire.Fixed64Type
+	case protoreflect.GroupKind:
+		want = protowire.StartGroupType
+	default: // string, bytes, message (map entries included)
+		return typ == protowire.BytesType
+	}
+	// Repeated numeric fields may be packed into one length-delimited run.
+	return typ == want || (fd.IsList() && typ == protowire.BytesType)
 }

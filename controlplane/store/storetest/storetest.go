@@ -43,6 +43,8 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"MarkAllOffline", testMarkAllOffline},
 		{"EnrolTokenByHash", testEnrolTokenByHash},
 		{"Telemetry", testTelemetry},
+		{"Rollouts", testRollouts},
+		{"Events", testEvents},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -87,17 +87,42 @@ func testTelemetry(t *testing.T, s *store.Store) {
 	if err != nil || wm != hour || len(dirty) != 2 || dirty[0].DeviceID != "dev-002" || dirty[0].BucketStart != 0 {
 		t.Fatalf("rollup state %d %+v %v", wm, dirty, err)
 	}
+	// A summary marking the bucket again after the state was read keeps it
+	// dirty through the clean-up of the older mark.
+	if _, err := s.StoreTelemetry(ctx, []store.TelemetryMessage{telemetryMsg("dev-002", 8, 180_000)}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.PutRollups(ctx, store.Hourly, nil, dirty, hour); err != nil {
+		t.Fatal(err)
+	}
+	_, again, err := s.RollupState(ctx, store.Hourly)
+	if err != nil || len(again) != 2 || again[0].Marks != 2 {
+		t.Fatalf("marked again during the rollup: %+v %v", again, err)
+	}
+	if err := s.PutRollups(ctx, store.Hourly, nil, again, hour); err != nil {
 		t.Fatal(err)
 	}
 	if _, dirty, _ := s.RollupState(ctx, store.Hourly); len(dirty) != 0 {
 		t.Fatalf("dirty after cleaning: %v", dirty)
 	}
+	// A claimed rollup: a summary stored below the claim, above the
+	// watermark, marks its bucket dirty.
+	if err := s.ClaimRollup(ctx, store.Hourly, 3*hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.StoreTelemetry(ctx, []store.TelemetryMessage{telemetryMsg("dev-001", 9, 2*hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if wm, dirty, _ := s.RollupState(ctx, store.Hourly); wm != hour || len(dirty) != 2 || dirty[0].BucketStart != 2*hour {
+		t.Fatalf("after a claim: watermark %d, dirty %+v", wm, dirty)
+	} else if err := s.PutRollups(ctx, store.Hourly, nil, dirty, hour); err != nil {
+		t.Fatal(err)
+	}
 	if oldest, ok, err := s.OldestSummaryStart(ctx); err != nil || !ok || oldest != 0 {
 		t.Fatalf("oldest %d %v %v", oldest, ok, err)
 	}
 	n, err := s.DeleteTelemetryBefore(ctx, store.TelemetryRetention{RawBefore: hour, HourlyBefore: 1})
-	if err != nil || count(all) != 2 {
+	if err != nil || count(all) != 4 {
 		t.Fatalf("retention deleted %d, %v; %d left", n, err, count(all))
 	}
 	if got, _ := s.ListRollups(ctx, store.Hourly, store.SummaryFilter{Model: "m", ToMs: hour}); len(got) != 0 {
