@@ -78,10 +78,15 @@ type Config struct {
 
 	// Bundle staging (agent/install, in DataDir/bundles). Stager is told
 	// of each bundle staged in an inactive slot and Slots says which slot
-	// is active; agent/lifecycle provides both. Nil: staging ends at
-	// "staged", with slot a taken as inactive.
+	// is active. With Models set the agent's own lifecycle is both (and
+	// these must be nil). Both nil: staging ends at "staged", with slot a
+	// taken as inactive.
 	Stager install.Stager
 	Slots  install.Slots
+	// Models runs the device's models (models.go): the lifecycle
+	// activates what is staged, runtimes start on first need, the local
+	// inference API serves. Nil: no models (simulators, session tests).
+	Models *ModelsConfig
 	// Fetch tunes bundle downloads; zero values take agent/fetch's defaults.
 	Fetch fetch.Options
 }
@@ -98,8 +103,11 @@ type Agent struct {
 	started time.Time
 	rng     *rand.Rand // used by Run's goroutine only
 
-	mu     sync.Mutex
-	status Status
+	mu        sync.Mutex
+	status    Status
+	inferAddr string // the inference API's bound TCP address, once listening
+	reconf    chan struct{}
+	live      Live
 }
 
 // New checks cfg and returns an agent. It does no I/O.
@@ -119,6 +127,14 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.CAFile != "" && cfg.CAFingerprint != "" {
 		return nil, errors.New("agent: give a CA file or a CA fingerprint, not both")
+	}
+	if cfg.Models != nil && (cfg.Stager != nil || cfg.Slots != nil) {
+		return nil, errors.New("agent: Models brings its own Stager and Slots; give one or the other")
+	}
+	if cfg.Models != nil && cfg.Models.InferAddr != "" {
+		if err := loopbackOnly(cfg.Models.InferAddr); err != nil {
+			return nil, err
+		}
 	}
 	a := &Agent{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, metrics: cfg.Metrics, dialer: cfg.Dialer}
 	if cfg.CAFingerprint != "" {
@@ -166,6 +182,8 @@ func New(cfg Config) (*Agent, error) {
 	a.session = a.rng.Uint64() | 1 // never 0
 	a.started = a.clock.Now()
 	a.status = Status{DeviceID: cfg.DeviceID, State: StateStopped, Session: a.session}
+	a.reconf = make(chan struct{}, 1)
+	a.live = Live{HeartbeatInterval: a.cfg.HeartbeatInterval, Labels: cloneLabels(cfg.Labels)}
 	for _, k := range counterNames {
 		a.metrics.Add(k, 0)
 	}
@@ -186,6 +204,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer db.Close()
 	defer a.setState(StateStopped)
 
+	// Models serve before (and without) any connection.
+	var m *models
+	if a.cfg.Models != nil {
+		if m, err = a.openModels(ctx, db); err != nil {
+			return err
+		}
+		defer m.close()
+		mctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); m.run(mctx) }()
+		defer func() { cancel(); <-done }()
+		if m.tcp != nil {
+			a.mu.Lock()
+			a.inferAddr = m.tcp.String()
+			a.mu.Unlock()
+		}
+	}
+
 	id, err := a.ensureEnrolled(ctx, db)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -193,9 +229,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	s, err := a.newSession(ctx, db, id)
+	s, err := a.newSession(ctx, db, id, m)
 	if err != nil {
 		return err
 	}
 	return s.run(ctx)
+}
+
+// InferAddr is the local inference API's TCP address once Run listens
+// ("" before, or with none configured).
+func (a *Agent) InferAddr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.inferAddr
 }

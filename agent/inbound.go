@@ -142,7 +142,8 @@ const (
 // when it is the retained copy of one already accepted, so a hint survives
 // an agent restart). Hints grant nothing; out-of-range ones are ignored.
 func (s *session) applyHints(h *flotillapb.DesiredHints) {
-	want := s.a.cfg.HeartbeatInterval
+	s.hints = h
+	want := s.a.liveConfig().HeartbeatInterval
 	if secs := h.GetHeartbeatIntervalS(); secs != 0 {
 		d := time.Duration(secs) * time.Second
 		if d < minHeartbeatHint || d > maxHeartbeatHint {

@@ -59,16 +59,21 @@ func (s *session) publishStatus(ctx context.Context, conn Conn, st flotillapb.St
 }
 
 func (s *session) publishBirth(ctx context.Context, conn Conn) error {
-	return s.publish(ctx, conn, topic.Birth, &flotillapb.Birth{
+	labels := s.a.liveConfig().Labels
+	err := s.publish(ctx, conn, topic.Birth, &flotillapb.Birth{
 		DeviceId:        s.id.DeviceID,
 		AgentVersion:    s.a.cfg.Version,
 		ProtocolVersion: wire.ProtocolVersion,
 		Facts:           s.a.cfg.Facts(),
-		Labels:          s.a.cfg.Labels,
+		Labels:          labels,
 		BootTimeMs:      s.a.started.UnixMilli(),
 		SentAtMs:        s.nowMS(),
 		Session:         s.a.session,
 	})
+	if err == nil {
+		s.labels = labels
+	}
+	return err
 }
 
 func (s *session) publishHeartbeat(ctx context.Context, conn Conn) error {
@@ -89,10 +94,14 @@ func (s *session) publishHeartbeat(ctx context.Context, conn Conn) error {
 }
 
 // publishReported reports what the device runs, answering the accepted
-// desired revision: per model, what is staged and the last refusal
-// (agent/install). The model lifecycle fills in what is active.
+// desired revision: per model, what is active and how it fares
+// (agent/lifecycle, with Config.Models), what is staged and the last
+// refusal (agent/install).
 func (s *session) publishReported(ctx context.Context, conn Conn) error {
 	models := s.stage.models()
+	if s.models != nil {
+		models = s.models.report(models)
+	}
 	return s.publish(ctx, conn, topic.Reported, &flotillapb.ReportedState{
 		DeviceId:        s.id.DeviceID,
 		SentAtMs:        s.nowMS(),

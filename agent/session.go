@@ -12,6 +12,7 @@ import (
 
 	"github.com/flotilla-edge/flotilla/agent/enrol"
 	"github.com/flotilla-edge/flotilla/agent/install"
+	"github.com/flotilla-edge/flotilla/agent/lifecycle"
 	"github.com/flotilla-edge/flotilla/agent/state"
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/topic"
@@ -36,8 +37,11 @@ type session struct {
 	// loop to restart its timer with it.
 	heartbeat time.Duration
 	rearm     bool
+	hints     *flotillapb.DesiredHints // of the current desired state
+	labels    map[string]string        // as last announced in birth
 
-	stage *stager // runs agent/install beside the serve loop
+	stage  *stager // runs agent/install beside the serve loop
+	models *models // with Config.Models: the lifecycle, runtimes, inference API
 
 	connMu sync.Mutex
 	conn   Conn                    // the live connection, nil between connections
@@ -81,7 +85,7 @@ func (s *session) onMessage(name string, payload []byte) {
 	s.inbox.push(name, payload)
 }
 
-func (a *Agent) newSession(_ context.Context, db *state.DB, id state.Identity) (*session, error) {
+func (a *Agent) newSession(_ context.Context, db *state.DB, id state.Identity, m *models) (*session, error) {
 	prefix := id.TopicPrefix
 	if a.cfg.TopicPrefix != "" {
 		prefix = a.cfg.TopicPrefix
@@ -109,10 +113,14 @@ func (a *Agent) newSession(_ context.Context, db *state.DB, id state.Identity) (
 	}
 	ib := newInbox()
 	ib.dropped = func() { a.count(CounterInboundDropped) }
-	s := &session{a: a, db: db, id: id, scheme: scheme, url: url, tls: tc, inbox: ib, heartbeat: a.cfg.HeartbeatInterval,
-		routes: map[string]func([]byte){}}
-	s.stage = newStager(s, install.Config{Dir: stagingDir(a.cfg.DataDir), DeviceID: id.DeviceID, Scheme: scheme,
-		Stager: a.cfg.Stager, Slots: a.cfg.Slots, Fetch: a.cfg.Fetch, Now: a.clock.Now, Logger: a.log.With("component", "install")})
+	s := &session{a: a, db: db, id: id, scheme: scheme, url: url, tls: tc, inbox: ib, heartbeat: a.liveConfig().HeartbeatInterval,
+		routes: map[string]func([]byte){}, models: m}
+	icfg := install.Config{Dir: stagingDir(a.cfg.DataDir), DeviceID: id.DeviceID, Scheme: scheme,
+		Stager: a.cfg.Stager, Slots: a.cfg.Slots, Fetch: a.cfg.Fetch, Now: a.clock.Now, Logger: a.log.With("component", "install")}
+	if m != nil {
+		icfg.Stager, icfg.Slots = m, m
+	}
+	s.stage = newStager(s, icfg)
 	return s, nil
 }
 
@@ -153,6 +161,22 @@ func (s *session) run(ctx context.Context) error {
 		s.stage.run(ctx)
 	}()
 	defer func() { <-done }()
+	if s.models != nil {
+		rdone := make(chan struct{})
+		go func() {
+			defer close(rdone)
+			s.reportModels(ctx)
+		}()
+		defer func() { <-rdone }()
+		if dir := s.models.cfg.SideloadDir; dir != "" {
+			sdone := make(chan struct{})
+			go func() {
+				defer close(sdone)
+				s.watchSideload(ctx, dir)
+			}()
+			defer func() { <-sdone }()
+		}
+	}
 	attempt := 0
 	for first := true; ; first = false {
 		if !first {
@@ -227,6 +251,9 @@ func (s *session) serve(ctx context.Context, conn Conn, lost <-chan error) error
 	s.setCurrent(conn)
 	defer s.setCurrent(nil)
 	s.stage.poke() // resume an interrupted staging
+	if s.models != nil {
+		s.models.ModelChanged(lifecycle.State{}) // report what changed while offline
+	}
 	a.setState(StateConnected)
 	a.log.Info("connected", "device", s.id.DeviceID, "broker", s.url)
 	hb := a.clock.After(s.heartbeat)
@@ -241,6 +268,12 @@ func (s *session) serve(ctx context.Context, conn Conn, lost <-chan error) error
 			for _, m := range s.inbox.drain() {
 				s.handle(ctx, conn, m)
 			}
+			if s.rearm {
+				s.rearm = false
+				hb = a.clock.After(s.heartbeat)
+			}
+		case <-a.reconf:
+			s.reconfigured(ctx, conn)
 			if s.rearm {
 				s.rearm = false
 				hb = a.clock.After(s.heartbeat)

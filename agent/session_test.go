@@ -89,6 +89,7 @@ func TestBrokerRestart(t *testing.T) {
 }
 
 func TestManyAgentsOneProcess(t *testing.T) {
+	t.Parallel() // beside TestSideloadAndPluginFolder, which mostly waits on a plugin process
 	const n = 50
 	srv := agenttest.New(t)
 	clock := agenttest.NewClock(time.Unix(1_700_000_000, 0))

@@ -147,6 +147,9 @@ func (st *stager) apply(ctx context.Context, rel, dir map[string][]byte, changed
 		a.log.Error("bundle staging unavailable", "err", err)
 		return true
 	}
+	if m := st.s.models; m != nil {
+		m.resume(ctx, inst) // what was staged before a restart but never activated
+	}
 	outs, err := inst.Apply(ctx, sessionLink{st.s}, rel, dir)
 	report := false
 	retry := false

@@ -14,20 +14,34 @@
 //	heartbeat_interval = "30s"
 //	log_level      = "info"
 //
+//	# models (all optional; the defaults shown)
+//	plugin_dir     = ""                 # "" = next to the binary, else /usr/lib/flotilla/plugins
+//	ort_lib        = ""                 # FLOTILLA_ORT_LIB for the onnx plugin
+//	infer_addr     = "127.0.0.1:8580"   # loopback only; "off" = no TCP listener
+//	infer_socket   = ""                 # "" = <data_dir>/infer.sock; "off" = none
+//	sideload_dir   = ""                 # "" = <data_dir>/sideload; "off" = none
+//	sideload_waive_director = false     # local authorisation to sideload without the director
+//
 //	[labels]
 //	site = "plant-3"
+//
+// Watch follows the file: heartbeat_interval, labels and log_level apply
+// at once (Live, Diff); any other change is logged as needing a restart.
 package config
 
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
 	"github.com/flotilla-edge/flotilla/agent"
+	"github.com/flotilla-edge/flotilla/runtime/native"
 )
 
 // DefaultDataDir is the data folder when none is configured.
@@ -46,7 +60,22 @@ type FileConfig struct {
 	HeartbeatInterval time.Duration     `toml:"heartbeat_interval"`
 	LogLevel          string            `toml:"log_level"`
 	Labels            map[string]string `toml:"labels"`
+
+	PluginDir             string `toml:"plugin_dir"`
+	ORTLib                string `toml:"ort_lib"`
+	InferAddr             string `toml:"infer_addr"`
+	InferSocket           string `toml:"infer_socket"`
+	SideloadDir           string `toml:"sideload_dir"`
+	SideloadWaiveDirector bool   `toml:"sideload_waive_director"`
 }
+
+// Off turns off a listener or folder that has a default (infer_addr,
+// infer_socket, sideload_dir).
+const Off = "off"
+
+// DefaultPluginDir is where runtime plugins are looked for when
+// plugin_dir is empty and none sits next to the agent binary.
+const DefaultPluginDir = "/usr/lib/flotilla/plugins"
 
 // LoadConfig reads the TOML file at path ("" for none), then overrides it
 // with the environment read through env (nil for none):
@@ -54,7 +83,10 @@ type FileConfig struct {
 //	FLOTILLA_DATA_DIR, FLOTILLA_DEVICE_ID, FLOTILLA_SERVER, FLOTILLA_ENROL_TOKEN,
 //	FLOTILLA_CA_FILE, FLOTILLA_CA_FINGERPRINT, FLOTILLA_MQTT_URL,
 //	FLOTILLA_TOPIC_PREFIX, FLOTILLA_HEARTBEAT_INTERVAL (a Go duration),
-//	FLOTILLA_LOG_LEVEL, FLOTILLA_LABELS ("k=v,k2=v2", added to the file's)
+//	FLOTILLA_LOG_LEVEL, FLOTILLA_LABELS ("k=v,k2=v2", added to the file's),
+//	FLOTILLA_PLUGIN_DIR, FLOTILLA_ORT_LIB, FLOTILLA_INFER_ADDR,
+//	FLOTILLA_INFER_SOCKET, FLOTILLA_SIDELOAD_DIR,
+//	FLOTILLA_SIDELOAD_WAIVE_DIRECTOR ("true" or "false")
 func LoadConfig(path string, env func(string) string) (FileConfig, error) {
 	var fc FileConfig
 	if path != "" {
@@ -93,6 +125,11 @@ func (fc *FileConfig) applyEnv(env func(string) string) error {
 		"FLOTILLA_MQTT_URL":       &fc.MQTTURL,
 		"FLOTILLA_TOPIC_PREFIX":   &fc.TopicPrefix,
 		"FLOTILLA_LOG_LEVEL":      &fc.LogLevel,
+		"FLOTILLA_PLUGIN_DIR":     &fc.PluginDir,
+		"FLOTILLA_ORT_LIB":        &fc.ORTLib,
+		"FLOTILLA_INFER_ADDR":     &fc.InferAddr,
+		"FLOTILLA_INFER_SOCKET":   &fc.InferSocket,
+		"FLOTILLA_SIDELOAD_DIR":   &fc.SideloadDir,
 	} {
 		if v := env(name); v != "" {
 			*dst = v
@@ -104,6 +141,13 @@ func (fc *FileConfig) applyEnv(env func(string) string) error {
 			return fmt.Errorf("FLOTILLA_HEARTBEAT_INTERVAL: %q is not a duration", v)
 		}
 		fc.HeartbeatInterval = d
+	}
+	if v := env("FLOTILLA_SIDELOAD_WAIVE_DIRECTOR"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("FLOTILLA_SIDELOAD_WAIVE_DIRECTOR: %q is not true or false", v)
+		}
+		fc.SideloadWaiveDirector = b
 	}
 	if v := env("FLOTILLA_LABELS"); v != "" {
 		for kv := range strings.SplitSeq(v, ",") {
@@ -128,13 +172,41 @@ func (fc *FileConfig) AddLabel(kv string) error {
 	return nil
 }
 
-// Agent returns the agent configuration; the caller adds what is not
-// configured in a file (logger, clock, version).
-func (fc FileConfig) Agent() (agent.Config, error) {
+// Agent returns the agent configuration, models included; the caller
+// adds what is not configured in a file (logger, clock, version).
+// exeDir is the folder of the agent binary, where plugins are looked for
+// first when plugin_dir is empty ("" to skip).
+func (fc FileConfig) Agent(exeDir string) (agent.Config, error) {
 	if fc.HeartbeatInterval < 0 {
 		return agent.Config{}, errors.New("config: heartbeat_interval is negative")
 	}
+	orDefault := func(v, def string) string {
+		switch v {
+		case Off:
+			return ""
+		case "":
+			return def
+		}
+		return v
+	}
+	models := &agent.ModelsConfig{
+		PluginDir:             fc.PluginDir,
+		ORTLib:                fc.ORTLib,
+		InferAddr:             orDefault(fc.InferAddr, agent.DefaultInferAddr),
+		InferSocket:           orDefault(fc.InferSocket, filepath.Join(fc.DataDir, agent.InferSocketName)),
+		SideloadDir:           orDefault(fc.SideloadDir, filepath.Join(fc.DataDir, "sideload")),
+		SideloadWaiveDirector: fc.SideloadWaiveDirector,
+	}
+	if models.PluginDir == "" {
+		models.PluginDir = DefaultPluginDir
+		if exeDir != "" {
+			if paths, _ := filepath.Glob(filepath.Join(exeDir, native.BinaryPrefix+"*")); len(paths) > 0 {
+				models.PluginDir = exeDir
+			}
+		}
+	}
 	return agent.Config{
+		Models:            models,
 		DataDir:           fc.DataDir,
 		DeviceID:          fc.DeviceID,
 		ServerURL:         fc.Server,
@@ -154,6 +226,8 @@ func (fc FileConfig) String() string {
 	if fc.EnrolToken != "" {
 		tok = "[redacted]"
 	}
-	return fmt.Sprintf("data_dir=%s device_id=%s server=%s enrol_token=%s ca_file=%s ca_fingerprint=%s mqtt_url=%s topic_prefix=%s heartbeat_interval=%s labels=%v",
-		fc.DataDir, fc.DeviceID, fc.Server, tok, fc.CAFile, fc.CAFingerprint, fc.MQTTURL, fc.TopicPrefix, fc.HeartbeatInterval, fc.Labels)
+	return fmt.Sprintf("data_dir=%s device_id=%s server=%s enrol_token=%s ca_file=%s ca_fingerprint=%s mqtt_url=%s topic_prefix=%s heartbeat_interval=%s labels=%v"+
+		" plugin_dir=%s ort_lib=%s infer_addr=%s infer_socket=%s sideload_dir=%s sideload_waive_director=%t",
+		fc.DataDir, fc.DeviceID, fc.Server, tok, fc.CAFile, fc.CAFingerprint, fc.MQTTURL, fc.TopicPrefix, fc.HeartbeatInterval, fc.Labels,
+		fc.PluginDir, fc.ORTLib, fc.InferAddr, fc.InferSocket, fc.SideloadDir, fc.SideloadWaiveDirector)
 }

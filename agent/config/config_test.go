@@ -39,7 +39,7 @@ site = "plant-3"
 	if s := fc.String(); strings.Contains(s, "from-env") {
 		t.Errorf("String shows the token: %s", s)
 	}
-	ac, err := fc.Agent()
+	ac, err := fc.Agent("")
 	if err != nil || ac.ServerURL != "https://cp:8443" || ac.EnrolToken != "from-env" {
 		t.Errorf("Agent() = %+v, %v", ac, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -136,7 +137,10 @@ func mobilenetCase(b *testing.B) benchCase {
 // BenchmarkInfer compares, side by side in one run, calling the ONNX
 // plugin directly with going through the local API on loopback (JSON for
 // digits, the binary tensor extension for mobilenetv2), at 1, 4 and 16
-// concurrent clients.
+// concurrent clients. lifecycle is the lifecycle's Infer (counters,
+// release lookup) without HTTP; http-floor is net/http alone on the same
+// loopback transport (read the body, answer a canned response of the
+// API's size): api − lifecycle − http-floor is what the handler adds.
 func BenchmarkInfer(b *testing.B) {
 	for _, mk := range []func(*testing.B) benchCase{digitsCase, mobilenetCase} {
 		c := mk(b)
@@ -154,6 +158,25 @@ func BenchmarkInfer(b *testing.B) {
 		tcp.Transport = &http.Transport{MaxIdleConnsPerHost: 32}
 		url := base + "/v2/models/" + c.name + "/infer"
 		in := []runtime.Tensor{c.input}
+		floorURL := httpFloor(b, tcp, url, c)
+		call := func(url string) func() error {
+			return func() error {
+				req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(c.body))
+				for k, v := range c.header {
+					req.Header.Set(k, v)
+				}
+				resp, err := tcp.Do(req)
+				if err != nil {
+					return err
+				}
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					return fmt.Errorf("status %d", resp.StatusCode)
+				}
+				return err
+			}
+		}
 		for _, clients := range []int{1, 4, 16} {
 			b.Run(fmt.Sprintf("%s/direct/clients=%d", c.name, clients), func(b *testing.B) {
 				measure(b, clients, func() error {
@@ -161,25 +184,49 @@ func BenchmarkInfer(b *testing.B) {
 					return err
 				})
 			})
-			b.Run(fmt.Sprintf("%s/api/clients=%d", c.name, clients), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/lifecycle/clients=%d", c.name, clients), func(b *testing.B) {
 				measure(b, clients, func() error {
-					req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(c.body))
-					for k, v := range c.header {
-						req.Header.Set(k, v)
-					}
-					resp, err := tcp.Do(req)
-					if err != nil {
-						return err
-					}
-					_, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						return fmt.Errorf("status %d", resp.StatusCode)
-					}
+					_, err := l.Infer(context.Background(), c.name, in)
 					return err
 				})
+			})
+			b.Run(fmt.Sprintf("%s/http-floor/clients=%d", c.name, clients), func(b *testing.B) {
+				measure(b, clients, call(floorURL))
+			})
+			b.Run(fmt.Sprintf("%s/api/clients=%d", c.name, clients), func(b *testing.B) {
+				measure(b, clients, call(url))
 			})
 		}
 		direct.Close()
 	}
+}
+
+// httpFloor serves, on loopback beside the API, a handler that reads the
+// request body and answers with the API's own response bytes for c: the
+// cost of net/http itself. It returns its URL.
+func httpFloor(b *testing.B, client *http.Client, apiURL string, c benchCase) string {
+	req, _ := http.NewRequest(http.MethodPost, apiURL, bytes.NewReader(c.body))
+	for k, v := range c.header {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	canned, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	ct := resp.Header.Get("Content-Type")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", ct)
+		w.Header().Set("Content-Length", strconv.Itoa(len(canned)))
+		w.Write(canned)
+	})}
+	go srv.Serve(l)
+	b.Cleanup(func() { srv.Close() })
+	return "http://" + l.Addr().String() + "/floor"
 }

@@ -97,9 +97,9 @@ func (l Limits) withDefaults() Limits {
 // against the model's inputs and outputs. Every error wraps errBadRequest
 // and names what is wrong.
 func decodeRequest(header, bin []byte, ins, outs []runtime.TensorInfo, lim Limits) (*decoded, error) {
-	var req inferRequest
-	if err := json.Unmarshal(header, &req); err != nil {
-		return nil, badf("request is not a valid inference request: %v", err)
+	req, err := readRequest(header)
+	if err != nil {
+		return nil, err
 	}
 	if len(req.Inputs) == 0 {
 		return nil, badf("request has no inputs")
@@ -334,17 +334,18 @@ func appendString(t *runtime.Tensor, raw []byte, i int) (int, error) {
 }
 
 // appendValue appends one JSON scalar as t's type, little-endian.
+// The string(tok) conversions are passed straight to strconv, which does
+// not keep them, so they need no allocation; only an error copies tok.
 func appendValue(t *runtime.Tensor, tok []byte) error {
 	le := binary.LittleEndian
-	s := string(tok)
 	bad := func(what string) error {
-		return badf("input %q: %q is not %s", t.Name, s, what)
+		return badf("input %q: %q is not %s", t.Name, tok, what)
 	}
 	switch t.DType {
 	case runtime.String:
 		return bad("a string")
 	case runtime.Bool:
-		switch s {
+		switch string(tok) {
 		case "true":
 			t.Data = append(t.Data, 1)
 		case "false":
@@ -353,7 +354,7 @@ func appendValue(t *runtime.Tensor, tok []byte) error {
 			return bad("true or false")
 		}
 	case runtime.Float32, runtime.Float16, runtime.BFloat16:
-		f, err := strconv.ParseFloat(s, 32)
+		f, err := strconv.ParseFloat(string(tok), 32)
 		if err != nil {
 			return bad("a number")
 		}
@@ -367,21 +368,21 @@ func appendValue(t *runtime.Tensor, tok []byte) error {
 			t.Data = le.AppendUint16(t.Data, uint16((bits+0x7fff+(bits>>16)&1)>>16))
 		}
 	case runtime.Float64:
-		f, err := strconv.ParseFloat(s, 64)
+		f, err := strconv.ParseFloat(string(tok), 64)
 		if err != nil {
 			return bad("a number")
 		}
 		t.Data = le.AppendUint64(t.Data, math.Float64bits(f))
 	case runtime.Int8, runtime.Int16, runtime.Int32, runtime.Int64:
 		bits := 8 * t.DType.Size()
-		v, err := strconv.ParseInt(s, 10, bits)
+		v, err := strconv.ParseInt(string(tok), 10, bits)
 		if err != nil {
 			return bad(fmt.Sprintf("an int%d", bits))
 		}
 		t.Data = appendInt(t.Data, uint64(v), t.DType.Size())
 	case runtime.Uint8, runtime.Uint16, runtime.Uint32, runtime.Uint64:
 		bits := 8 * t.DType.Size()
-		v, err := strconv.ParseUint(s, 10, bits)
+		v, err := strconv.ParseUint(string(tok), 10, bits)
 		if err != nil {
 			return bad(fmt.Sprintf("a uint%d", bits))
 		}

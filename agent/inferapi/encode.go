@@ -101,9 +101,19 @@ func joinBytes(ss []string) []byte {
 	return b
 }
 
+// appendJSONString appends s as a JSON string: as it is when nothing in it
+// needs escaping (model names, versions, tensor names), else as
+// encoding/json escapes it.
 func appendJSONString(b []byte, s string) []byte {
-	q, _ := json.Marshal(s)
-	return append(b, q...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' || c >= 0x80 {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // appendData appends a tensor's elements as flat JSON values.

@@ -218,8 +218,14 @@ func (s *Server) modelReady(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// headerLength is the binary tensor extension's header.
+// headerLength is the binary tensor extension's header (canonical form).
 const headerLength = "Inference-Header-Content-Length"
+
+// Content types, shared by every response (net/http does not modify them).
+var (
+	applicationJSON = []string{"application/json"}
+	octetStream     = []string{"application/octet-stream"}
+)
 
 func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 	sv, ok := s.served(w, r)
@@ -276,13 +282,14 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	h := w.Header() // canonical keys set directly: no canonicalising per call
 	if out != nil {
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set(headerLength, strconv.Itoa(len(hdr)))
+		h["Content-Type"] = octetStream
+		h[headerLength] = []string{strconv.Itoa(len(hdr))}
 	} else {
-		w.Header().Set("Content-Type", "application/json")
+		h["Content-Type"] = applicationJSON
 	}
-	w.Header().Set("Content-Length", strconv.Itoa(len(hdr)+len(out)))
+	h["Content-Length"] = []string{strconv.Itoa(len(hdr) + len(out))}
 	w.Write(hdr)
 	w.Write(out)
 }
@@ -307,13 +314,19 @@ func (s *Server) inferError(w http.ResponseWriter, name string, err error) {
 }
 
 // readBody reads at most limit bytes; a longer body fails with
-// *http.MaxBytesError without being read whole.
+// *http.MaxBytesError without being read whole. With a Content-Length
+// (net/http holds the body to it) the body is read into one buffer of
+// that size.
 func readBody(r *http.Request, limit int64) ([]byte, error) {
 	rd := http.MaxBytesReader(nil, r.Body, limit)
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+	if n := r.ContentLength; n >= 0 && n <= limit {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(rd, b); err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
+	var buf bytes.Buffer
 	_, err := buf.ReadFrom(rd)
 	return buf.Bytes(), err
 }

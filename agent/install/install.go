@@ -291,3 +291,8 @@ func (in *Installer) inactiveSlot(model string) string {
 
 // Chunks is the installer's chunk store (diagnostics, tests).
 func (in *Installer) Chunks() *chunkstore.Store { return in.chunks }
+
+// Verifier is the installer's trust verifier, opened from the provisioned
+// roots on first use; the agent's sideload folder verifies with it, so
+// both paths share one counter floor.
+func (in *Installer) Verifier() (*trust.Verifier, error) { return in.trust() }

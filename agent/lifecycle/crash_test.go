@@ -100,6 +100,7 @@ func (r driverRun) first(word string) []string {
 // reaped), runs that finish end idle (never stuck in progress), and at
 // the end no plugin process is left.
 func TestCrashSafety(t *testing.T) {
+	t.Parallel() // its work is in other processes; the tests that wait on probation run beside it
 	lib := ortLib(t)
 	const minKills = 50
 	budget := 150 * time.Second

@@ -248,7 +248,8 @@ func other(slot string) string {
 // bytes and returns the inactive slot's folder to unpack it into (with
 // agent/unpack). A release still being activated or on probation is
 // superseded first: a staged one is dropped, one on probation reverted to
-// the release before it (neither counts as a rejection). The slot's parent
+// the release before it (neither counts as a rejection) or, when it is
+// the model's first release, committed. The slot's parent
 // folder exists; the slot itself does not.
 func (l *Lifecycle) PrepareSlot(ctx context.Context, name string, size uint64) (string, error) {
 	if err := validName(name); err != nil {
@@ -260,10 +261,14 @@ func (l *Lifecycle) PrepareSlot(ctx context.Context, name string, size uint64) (
 	}
 	e.op.Lock()
 	defer e.op.Unlock()
-	switch e.rec.Phase {
-	case PhaseStaged:
+	switch {
+	case e.rec.Phase == PhaseStaged:
 		l.dropCandidate(ctx, e, StepSuperseded, "superseded by a newer release", false)
-	case PhaseProbation:
+	case e.rec.Phase == PhaseProbation && e.rec.Previous.Empty():
+		// The model's first release: there is nothing to revert to, and
+		// the newer one may yet fail its check. It stays, committed.
+		l.commit(ctx, e)
+	case e.rec.Phase == PhaseProbation:
 		l.rollback(ctx, e, "superseded by a newer release", false)
 	}
 	slot := other(e.rec.Active.Slot)

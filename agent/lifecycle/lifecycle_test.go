@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 // check, switch, probation, commit; the old slot is collected; a restart
 // keeps release 2 serving.
 func TestActivationHappyPath(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cs := chunks{}
 	f := newFixture(t, RuntimeList{onnxPlugin(t)}, nil)
@@ -221,6 +223,7 @@ func TestPluginCrashRollsBack(t *testing.T) {
 // every shadowed request is compared, none disagree (same model), and
 // release 2 commits.
 func TestShadowProbation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cs := chunks{}
 	f := newFixture(t, RuntimeList{onnxPlugin(t)}, func(c *Config) { c.DefaultPolicy.Duration = 50 * time.Millisecond })
@@ -340,5 +343,94 @@ func waitGone(t *testing.T, path string) {
 			t.Fatalf("%s not collected: %v", path, err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestFirstReleaseSupersededStaysServing: a newer release arrives while the
+// model's first release is on probation, and fails its golden check. With
+// nothing to revert to, the first release is committed, not dropped: the
+// model keeps serving it.
+func TestFirstReleaseSupersededStaysServing(t *testing.T) {
+	ctx := context.Background()
+	cs := chunks{}
+	f := newFixture(t, RuntimeList{onnxPlugin(t)}, nil)
+	if err := install(ctx, f.l, cs, digitsRelease(t, cs, 1, `duration = "1s"`, `duration = "60s"`)); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := f.l.State("digits"); s.Phase != PhaseProbation || s.PreviousRelease != 0 {
+		t.Fatalf("release 1: %+v", s)
+	}
+	bad := digitsRelease(t, cs, 2, `file = "golden/probabilities.json"`, `values = [`+strings.Repeat("0.5,", 39)+`0.5]`)
+	if err := install(ctx, f.l, cs, bad); !errors.Is(err, ErrRejected) {
+		t.Fatalf("bad release 2: %v", err)
+	}
+	s, _ := f.l.State("digits")
+	if s.ActiveRelease != 1 || s.Phase != PhaseIdle || s.Health != HealthHealthy || s.RejectedRelease != 2 || s.Rollbacks != 0 {
+		t.Fatalf("after release 2 was refused: %+v", s)
+	}
+	if res := checkDigits(t, f.l); res.Release != 1 {
+		t.Fatalf("served by %d", res.Release)
+	}
+}
+
+// switchable is Runtimes whose runtimes can be taken away and given back,
+// as a plugin folder's content changes.
+type switchable struct {
+	mu  sync.Mutex
+	rts RuntimeList
+	on  bool
+}
+
+func (s *switchable) Lookup(name string) (runtime.Runtime, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.on {
+		return nil, false
+	}
+	return s.rts.Lookup(name)
+}
+
+func (s *switchable) set(on bool) {
+	s.mu.Lock()
+	s.on = on
+	s.mu.Unlock()
+}
+
+// TestReloadWhenTheRuntimeComes: after a restart without its runtime the
+// active release cannot load (unhealthy, serving nothing); Reload once
+// the runtime is there brings it back, healthy.
+func TestReloadWhenTheRuntimeComes(t *testing.T) {
+	ctx := context.Background()
+	cs := chunks{}
+	rts := &switchable{rts: RuntimeList{onnxPlugin(t)}, on: true}
+	f := newFixture(t, RuntimeList{}, func(c *Config) { c.Runtimes, c.DefaultPolicy.Duration = rts, 50*time.Millisecond })
+	if err := install(ctx, f.l, cs, digitsRelease(t, cs, 1, `duration = "1s"`, `duration = "0s"`)); err != nil {
+		t.Fatal(err)
+	}
+	f.waitState("digits", func(s State) bool { return s.Phase == PhaseIdle && s.Health == HealthHealthy })
+	rts.set(false)
+	f.reopen()
+	s, _ := f.l.State("digits")
+	if s.Health != HealthUnhealthy || !strings.Contains(s.LastError, "runtime onnx unavailable") {
+		t.Fatalf("without the runtime: %+v", s)
+	}
+	if _, ok := f.l.Active("digits"); ok {
+		t.Fatal("serving without its runtime")
+	}
+	if n := f.l.Reload(ctx); n != 0 {
+		t.Fatalf("Reload without the runtime loaded %d", n)
+	}
+	rts.set(true)
+	if n := f.l.Reload(ctx); n != 1 {
+		t.Fatalf("Reload loaded %d models, want 1", n)
+	}
+	if s, _ := f.l.State("digits"); s.Health != HealthHealthy || s.LastError != "" || s.ActiveRelease != 1 {
+		t.Fatalf("after Reload: %+v", s)
+	}
+	if res := checkDigits(t, f.l); res.Release != 1 {
+		t.Fatalf("served by %d", res.Release)
+	}
+	if n := f.l.Reload(ctx); n != 0 {
+		t.Fatalf("a second Reload loaded %d", n)
 	}
 }

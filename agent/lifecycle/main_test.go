@@ -44,23 +44,79 @@ func TestMain(m *testing.M) {
 	misbehaveBin = filepath.Join(dir, "misbehave.wasm")
 	driverBin = filepath.Join(dir, "crashtest")
 	wasmCache = filepath.Join(dir, "wasm-cache")
-	builds := []*exec.Cmd{
-		exec.Command("go", "build", "-o", filepath.Join(pluginDir, "flotilla-runtime-onnx"), "../../cmd/flotilla-runtime-onnx"),
-		exec.Command("go", "build", "-o", driverBin, "./internal/crashtest"),
+	// wazero names its cache folder after the version it reads from the
+	// build info, which a test binary lacks ("dev"); the warming helper is
+	// built to name it alike, so this binary finds what it compiled.
+	wv, err := wazeroCacheVersion(wasmCache)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
 	}
+	warm := filepath.Join(dir, "wasmwarm")
+	// Two go commands at once: the host binaries (linked in parallel by
+	// one command) and the wasip1 guest.
+	host := exec.Command("go", "build", "-ldflags", "-X github.com/tetratelabs/wazero/internal/version.version="+wv,
+		"-o", dir+string(filepath.Separator), "../../cmd/flotilla-runtime-onnx", "./internal/crashtest", "./internal/wasmwarm")
 	guest := exec.Command("go", "build", "-buildmode=c-shared", "-o", misbehaveBin, "../../runtime/wasm/testdata/guests/misbehave")
 	guest.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
-	builds = append(builds, guest)
-	for _, c := range builds {
-		if out, err := c.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "%v: %v\n%s", c.Args, err, out)
+	errs := make(chan error, 2)
+	for _, c := range []*exec.Cmd{host, guest} {
+		go func() {
+			if out, err := c.CombinedOutput(); err != nil {
+				errs <- fmt.Errorf("%v: %v\n%s", c.Args, err, out)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			os.RemoveAll(dir)
 			os.Exit(1)
 		}
 	}
+	err = os.MkdirAll(pluginDir, 0o755)
+	if err == nil {
+		err = os.Rename(filepath.Join(dir, "flotilla-runtime-onnx"), filepath.Join(pluginDir, "flotilla-runtime-onnx"))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	// Compile the guest into the shared compilation cache outside this
+	// (possibly -race) binary: the tests then load it from the cache.
+	if out, err := exec.Command(warm, "-cache", wasmCache, misbehaveBin).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "warming the wasm cache: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// wazeroCacheVersion is the version this binary's wazero names its
+// compilation cache folder after (wazero-<version>-<arch>-<os>).
+func wazeroCacheVersion(cache string) (string, error) {
+	rt, err := wasm.New(wasm.Config{CacheDir: cache})
+	if err != nil {
+		return "", err
+	}
+	rt.Close()
+	ents, err := os.ReadDir(cache)
+	if err != nil {
+		return "", err
+	}
+	suffix := "-" + goruntime.GOARCH + "-" + goruntime.GOOS
+	for _, e := range ents {
+		if v, ok := strings.CutPrefix(e.Name(), "wazero-"); ok && strings.HasSuffix(v, suffix) {
+			return strings.TrimSuffix(v, suffix), nil
+		}
+	}
+	return "", fmt.Errorf("no wazero cache folder in %s", cache)
 }
 
 // ortLib is $FLOTILLA_ORT_LIB or the library `make deps` caches; missing,

@@ -136,3 +136,43 @@ func dirSize(dir string) (int64, error) {
 	})
 	return n, err
 }
+
+// Reload loads again the active release of every idle model that serves
+// nothing because its release failed to load (its runtime plugin was
+// missing at start, say), and returns how many serve now. The agent calls
+// it when a runtime plugin appears.
+func (l *Lifecycle) Reload(ctx context.Context) int {
+	n := 0
+	for _, name := range l.Names() {
+		e, err := l.entry(name, false)
+		if err != nil {
+			continue
+		}
+		if l.reload(ctx, e) {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *Lifecycle) reload(ctx context.Context, e *entry) bool {
+	e.op.Lock()
+	defer e.op.Unlock()
+	if e.rec.Phase != PhaseIdle || e.rec.Active.Empty() || e.cur.Load() != nil {
+		return false
+	}
+	ld, err := l.load(ctx, e.name, e.rec.Active)
+	if err != nil {
+		l.cfg.Logger.Debug("active release still fails to load", "model", e.name, "error", err)
+		return false
+	}
+	e.loaded[ld.slot] = ld
+	e.baselineCrashes(ld.rt)
+	rec := e.rec
+	rec.Health, rec.LastError = HealthHealthy.String(), ""
+	l.serve(e)
+	if err := l.save(ctx, e, rec, StepRecovered, "info", fmt.Sprintf("%s release %d loaded again", e.name, rec.Active.Release)); err != nil {
+		l.cfg.Logger.Error("journal", "model", e.name, "error", err)
+	}
+	return true
+}

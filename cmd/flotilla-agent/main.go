@@ -3,10 +3,13 @@
 //
 //	flotilla-agent run [-config FILE] [-data-dir DIR] [-server URL] [-token T]
 //	                   [-ca-fingerprint FP] [-device-id ID] [-label k=v]...
+//	                   [-plugin-dir DIR] [-ort-lib PATH] [-infer-addr ADDR]
+//	                   [-infer-socket PATH] [-sideload-dir DIR]
 //	flotilla-agent version
 //
 // Settings come from the config file, then FLOTILLA_* environment variables,
-// then flags.
+// then flags. The config file is watched: heartbeat_interval, labels and
+// log_level apply without a restart (agent/config.Watch).
 package main
 
 import (
@@ -18,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/flotilla-edge/flotilla/agent"
@@ -65,6 +69,11 @@ func run(args []string) error {
 	caFile := fs.String("ca-file", "", "CA certificate to trust on first contact")
 	deviceID := fs.String("device-id", "", "device ID, for enrolment")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
+	pluginDir := fs.String("plugin-dir", "", "runtime plugin folder (default: next to this binary if a plugin is there, else "+config.DefaultPluginDir+")")
+	ortLib := fs.String("ort-lib", "", "ONNX Runtime library for the onnx plugin (FLOTILLA_ORT_LIB)")
+	inferAddr := fs.String("infer-addr", "", "local inference API on loopback TCP (default "+agent.DefaultInferAddr+"; off = none)")
+	inferSocket := fs.String("infer-socket", "", "local inference API unix socket (default DATA_DIR/"+agent.InferSocketName+"; off = none)")
+	sideloadDir := fs.String("sideload-dir", "", "sideload folder (default DATA_DIR/sideload; off = none)")
 	var labels []string
 	fs.Func("label", "label key=value (repeatable)", func(kv string) error { labels = append(labels, kv); return nil })
 	if err := fs.Parse(args); err != nil {
@@ -74,32 +83,47 @@ func run(args []string) error {
 		return err
 	}
 
-	fc, err := config.LoadConfig(*cfgPath, os.Getenv)
+	load := func() (config.FileConfig, error) {
+		fc, err := config.LoadConfig(*cfgPath, os.Getenv)
+		if err != nil {
+			return fc, err
+		}
+		for dst, v := range map[*string]string{
+			&fc.DataDir: *dataDir, &fc.Server: *server, &fc.EnrolToken: *token,
+			&fc.CAFingerprint: *fp, &fc.CAFile: *caFile, &fc.DeviceID: *deviceID, &fc.LogLevel: *logLevel,
+			&fc.PluginDir: *pluginDir, &fc.ORTLib: *ortLib, &fc.InferAddr: *inferAddr,
+			&fc.InferSocket: *inferSocket, &fc.SideloadDir: *sideloadDir,
+		} {
+			if v != "" {
+				*dst = v
+			}
+		}
+		for _, kv := range labels {
+			if err := fc.AddLabel(kv); err != nil {
+				return fc, err
+			}
+		}
+		var l slog.Level
+		if fc.LogLevel != "" {
+			if err := l.UnmarshalText([]byte(fc.LogLevel)); err != nil {
+				return fc, fmt.Errorf("log level: %w", err)
+			}
+		}
+		return fc, nil
+	}
+	fc, err := load()
 	if err != nil {
 		return err
 	}
-	for dst, v := range map[*string]string{
-		&fc.DataDir: *dataDir, &fc.Server: *server, &fc.EnrolToken: *token,
-		&fc.CAFingerprint: *fp, &fc.CAFile: *caFile, &fc.DeviceID: *deviceID, &fc.LogLevel: *logLevel,
-	} {
-		if v != "" {
-			*dst = v
-		}
-	}
-	for _, kv := range labels {
-		if err := fc.AddLabel(kv); err != nil {
-			return err
-		}
-	}
-	var level slog.Level
-	if fc.LogLevel != "" {
-		if err := level.UnmarshalText([]byte(fc.LogLevel)); err != nil {
-			return fmt.Errorf("log level: %w", err)
-		}
-	}
+	level := new(slog.LevelVar)
+	setLevel(level, fc.LogLevel)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	cfg, err := fc.Agent()
+	exeDir := ""
+	if exe, err := os.Executable(); err == nil {
+		exeDir = filepath.Dir(exe)
+	}
+	cfg, err := fc.Agent(exeDir)
 	if err != nil {
 		return err
 	}
@@ -112,5 +136,25 @@ func run(args []string) error {
 	log.Info("starting", "version", version, "config", fc.String())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *cfgPath != "" {
+		go func() {
+			err := config.Watch(ctx, *cfgPath, fc, load, log, func(next config.FileConfig, _ []config.Change) {
+				setLevel(level, next.LogLevel)
+				a.Reconfigure(agent.Live{HeartbeatInterval: next.HeartbeatInterval, Labels: next.Labels})
+			})
+			if err != nil {
+				log.Warn("config file not watched", "err", err)
+			}
+		}()
+	}
 	return a.Run(ctx)
+}
+
+// setLevel sets the log level ("" = info); load has checked it parses.
+func setLevel(v *slog.LevelVar, s string) {
+	var l slog.Level
+	if s != "" {
+		_ = l.UnmarshalText([]byte(s))
+	}
+	v.Set(l)
 }
