@@ -89,6 +89,9 @@ type Config struct {
 	Models *ModelsConfig
 	// Fetch tunes bundle downloads; zero values take agent/fetch's defaults.
 	Fetch fetch.Options
+	// Telemetry tunes the metrics buffer and the drift summaries sent on
+	// dev/{id}/telemetry (telemetry.go); with Models only.
+	Telemetry TelemetryConfig
 }
 
 // Agent is one device agent. Create it with New and start it with Run.
@@ -211,6 +214,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 		defer m.close()
+		if err := a.openTelemetry(ctx, m); err != nil {
+			return err
+		}
 		mctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); m.run(mctx) }()

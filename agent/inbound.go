@@ -122,13 +122,17 @@ func (s *session) resync(ctx context.Context, conn Conn) error {
 	return s.publishReported(ctx, conn)
 }
 
+// onAck hands a telemetry acknowledgement to the telemetry goroutine.
 func (s *session) onAck(m Message) {
-	if _, err := decodeAck(s.id.DeviceID, m.Payload); err != nil {
+	ack, err := decodeAck(s.id.DeviceID, m.Payload)
+	if err != nil {
 		s.drop(m, err)
 		return
 	}
-	// The telemetry buffer consumes acknowledgements once it exists.
 	s.a.count(CounterAcks)
+	if s.models != nil && s.models.buf != nil {
+		s.queueAck(ack)
+	}
 }
 
 // Bounds on the heartbeat interval a desired state may hint: a wrong hint

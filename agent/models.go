@@ -17,6 +17,7 @@ import (
 	"github.com/flotilla-edge/flotilla/agent/inferapi"
 	"github.com/flotilla-edge/flotilla/agent/install"
 	"github.com/flotilla-edge/flotilla/agent/lifecycle"
+	"github.com/flotilla-edge/flotilla/agent/metrics"
 	"github.com/flotilla-edge/flotilla/agent/reap"
 	"github.com/flotilla-edge/flotilla/agent/state"
 	"github.com/flotilla-edge/flotilla/agent/unpack"
@@ -91,6 +92,8 @@ type models struct {
 	life *lifecycle.Lifecycle
 	rts  *runtimes
 	api  *inferapi.Server
+	mon  *monitor        // records every inference the API serves
+	buf  *metrics.Buffer // the records and the telemetry outbox; nil until openTelemetry
 	lns  []net.Listener
 	tcp  net.Addr
 
@@ -140,7 +143,8 @@ func (a *Agent) openModels(ctx context.Context, db *state.DB) (*models, error) {
 	}
 	m.life = life
 	ic := cfg.Infer
-	ic.Models, ic.Version, ic.Logger = life, a.cfg.Version, log
+	m.mon = newMonitor(life, a.clock.Now)
+	ic.Models, ic.Version, ic.Logger = m.mon, a.cfg.Version, log
 	m.api = inferapi.New(ic)
 	if err := m.listen(); err != nil {
 		m.close()
@@ -241,6 +245,11 @@ func (m *models) close() {
 	m.rts.Close()
 	if m.cfg.InferSocket != "" {
 		os.Remove(m.cfg.InferSocket)
+	}
+	if m.buf != nil {
+		if err := m.buf.Close(); err != nil {
+			m.a.log.Warn("closing the metrics buffer", "err", err)
+		}
 	}
 }
 

@@ -40,6 +40,10 @@ type session struct {
 	hints     *flotillapb.DesiredHints // of the current desired state
 	labels    map[string]string        // as last announced in birth
 
+	// acks and teleKick feed the telemetry goroutine (telemetry.go).
+	acks     chan *flotillapb.Ack
+	teleKick chan struct{}
+
 	stage  *stager // runs agent/install beside the serve loop
 	models *models // with Config.Models: the lifecycle, runtimes, inference API
 
@@ -114,7 +118,7 @@ func (a *Agent) newSession(_ context.Context, db *state.DB, id state.Identity, m
 	ib := newInbox()
 	ib.dropped = func() { a.count(CounterInboundDropped) }
 	s := &session{a: a, db: db, id: id, scheme: scheme, url: url, tls: tc, inbox: ib, heartbeat: a.liveConfig().HeartbeatInterval,
-		routes: map[string]func([]byte){}, models: m}
+		routes: map[string]func([]byte){}, models: m, acks: make(chan *flotillapb.Ack, 256), teleKick: make(chan struct{}, 1)}
 	icfg := install.Config{Dir: stagingDir(a.cfg.DataDir), DeviceID: id.DeviceID, Scheme: scheme,
 		Stager: a.cfg.Stager, Slots: a.cfg.Slots, Fetch: a.cfg.Fetch, Now: a.clock.Now, Logger: a.log.With("component", "install")}
 	if m != nil {
@@ -168,6 +172,14 @@ func (s *session) run(ctx context.Context) error {
 			s.reportModels(ctx)
 		}()
 		defer func() { <-rdone }()
+		if s.models.buf != nil {
+			tdone := make(chan struct{})
+			go func() {
+				defer close(tdone)
+				s.runTelemetry(ctx)
+			}()
+			defer func() { <-tdone }()
+		}
 		if dir := s.models.cfg.SideloadDir; dir != "" {
 			sdone := make(chan struct{})
 			go func() {
@@ -253,6 +265,7 @@ func (s *session) serve(ctx context.Context, conn Conn, lost <-chan error) error
 	s.stage.poke() // resume an interrupted staging
 	if s.models != nil {
 		s.models.ModelChanged(lifecycle.State{}) // report what changed while offline
+		s.kickTelemetry()                        // drain the backlog
 	}
 	a.setState(StateConnected)
 	a.log.Info("connected", "device", s.id.DeviceID, "broker", s.url)

@@ -22,6 +22,11 @@
 //	sideload_dir   = ""                 # "" = <data_dir>/sideload; "off" = none
 //	sideload_waive_director = false     # local authorisation to sideload without the director
 //
+//	# telemetry (all optional; the defaults shown)
+//	metrics_window = "60s"              # drift summary window, at least 1s
+//	metrics_quota_bytes = 67108864      # metrics database cap (64 MiB)
+//	telemetry_budget_bytes_per_day = 0  # metered links: 0 = no budget
+//
 //	[labels]
 //	site = "plant-3"
 //
@@ -67,6 +72,10 @@ type FileConfig struct {
 	InferSocket           string `toml:"infer_socket"`
 	SideloadDir           string `toml:"sideload_dir"`
 	SideloadWaiveDirector bool   `toml:"sideload_waive_director"`
+
+	MetricsWindow              time.Duration `toml:"metrics_window"`
+	MetricsQuotaBytes          int64         `toml:"metrics_quota_bytes"`
+	TelemetryBudgetBytesPerDay int64         `toml:"telemetry_budget_bytes_per_day"`
 }
 
 // Off turns off a listener or folder that has a default (infer_addr,
@@ -180,6 +189,15 @@ func (fc FileConfig) Agent(exeDir string) (agent.Config, error) {
 	if fc.HeartbeatInterval < 0 {
 		return agent.Config{}, errors.New("config: heartbeat_interval is negative")
 	}
+	if fc.MetricsWindow != 0 && (fc.MetricsWindow < MinMetricsWindow || fc.MetricsWindow > MaxMetricsWindow) {
+		return agent.Config{}, fmt.Errorf("config: metrics_window %s is outside %s..%s", fc.MetricsWindow, MinMetricsWindow, MaxMetricsWindow)
+	}
+	if fc.MetricsQuotaBytes != 0 && fc.MetricsQuotaBytes < MinMetricsQuota {
+		return agent.Config{}, fmt.Errorf("config: metrics_quota_bytes %d is under %d", fc.MetricsQuotaBytes, MinMetricsQuota)
+	}
+	if fc.TelemetryBudgetBytesPerDay < 0 {
+		return agent.Config{}, errors.New("config: telemetry_budget_bytes_per_day is negative")
+	}
 	orDefault := func(v, def string) string {
 		switch v {
 		case Off:
@@ -217,8 +235,18 @@ func (fc FileConfig) Agent(exeDir string) (agent.Config, error) {
 		TopicPrefix:       fc.TopicPrefix,
 		Labels:            fc.Labels,
 		HeartbeatInterval: fc.HeartbeatInterval,
+		Telemetry: agent.TelemetryConfig{Window: fc.MetricsWindow, QuotaBytes: fc.MetricsQuotaBytes,
+			BudgetBytesPerDay: fc.TelemetryBudgetBytesPerDay},
 	}, nil
 }
+
+// Bounds on the telemetry keys (0 takes agent/metrics' default: a 60 s
+// window, a 64 MiB quota).
+const (
+	MinMetricsWindow = time.Second
+	MaxMetricsWindow = 24 * time.Hour
+	MinMetricsQuota  = 1 << 20
+)
 
 // String renders the configuration with the enrol token redacted, for logs.
 func (fc FileConfig) String() string {
@@ -227,7 +255,9 @@ func (fc FileConfig) String() string {
 		tok = "[redacted]"
 	}
 	return fmt.Sprintf("data_dir=%s device_id=%s server=%s enrol_token=%s ca_file=%s ca_fingerprint=%s mqtt_url=%s topic_prefix=%s heartbeat_interval=%s labels=%v"+
-		" plugin_dir=%s ort_lib=%s infer_addr=%s infer_socket=%s sideload_dir=%s sideload_waive_director=%t",
+		" plugin_dir=%s ort_lib=%s infer_addr=%s infer_socket=%s sideload_dir=%s sideload_waive_director=%t"+
+		" metrics_window=%s metrics_quota_bytes=%d telemetry_budget_bytes_per_day=%d",
 		fc.DataDir, fc.DeviceID, fc.Server, tok, fc.CAFile, fc.CAFingerprint, fc.MQTTURL, fc.TopicPrefix, fc.HeartbeatInterval, fc.Labels,
-		fc.PluginDir, fc.ORTLib, fc.InferAddr, fc.InferSocket, fc.SideloadDir, fc.SideloadWaiveDirector)
+		fc.PluginDir, fc.ORTLib, fc.InferAddr, fc.InferSocket, fc.SideloadDir, fc.SideloadWaiveDirector,
+		fc.MetricsWindow, fc.MetricsQuotaBytes, fc.TelemetryBudgetBytesPerDay)
 }

@@ -71,3 +71,32 @@ func TestDefaultsAndBadEnv(t *testing.T) {
 		t.Error("wrong type accepted")
 	}
 }
+
+// The telemetry keys reach agent.Config; zero leaves agent/metrics'
+// defaults; out-of-range values are refused.
+func TestTelemetryKeys(t *testing.T) {
+	fc, err := LoadConfig(write(t, "metrics_window = \"30s\"\nmetrics_quota_bytes = 8388608\ntelemetry_budget_bytes_per_day = 1000000\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := fc.Agent("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc := ac.Telemetry; tc.Window != 30*time.Second || tc.QuotaBytes != 8<<20 || tc.BudgetBytesPerDay != 1000000 {
+		t.Fatalf("telemetry config %+v", tc)
+	}
+	if !strings.Contains(fc.String(), "metrics_window=30s") {
+		t.Errorf("String() = %s", fc)
+	}
+	for _, bad := range []string{"metrics_window = \"10ms\"\n", "metrics_window = \"48h\"\n",
+		"metrics_quota_bytes = 1000\n", "telemetry_budget_bytes_per_day = -1\n"} {
+		fc, err := LoadConfig(write(t, bad), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fc.Agent(""); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

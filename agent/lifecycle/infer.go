@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/runtime"
 )
 
@@ -42,10 +43,16 @@ func (l *Lifecycle) Active(name string) (Served, bool) {
 }
 
 // Result is an inference's outputs and the release that computed them.
+// When the release ran and failed, Infer returns the error with a Result
+// naming that release (and no outputs), so callers can attribute the
+// failure.
 type Result struct {
-	Outputs []runtime.Tensor
-	Release uint64
-	Version string
+	Outputs  []runtime.Tensor
+	Release  uint64
+	Version  string
+	Slot     string
+	Digest   string
+	Manifest *pb.BundleManifest // the release's manifest; shared, read-only
 }
 
 // Infer runs model name's active release on inputs and counts the call.
@@ -76,13 +83,15 @@ func (l *Lifecycle) Infer(ctx context.Context, name string, inputs []runtime.Ten
 		if errors.Is(err, runtime.ErrUnavailable) {
 			e.noteCrashes(a.rt)
 		}
+		res := Result{Release: a.release, Version: a.version, Slot: a.slot, Digest: a.digest, Manifest: a.manifest}
 		if err != nil {
-			return Result{}, err
+			return res, err
 		}
 		if s.shadow != nil {
 			l.shadowRun(e, s, inputs, out)
 		}
-		return Result{Outputs: out, Release: a.release, Version: a.version}, nil
+		res.Outputs = out
+		return res, nil
 	}
 	return Result{}, fmt.Errorf("%w: %q is switching releases", runtime.ErrUnavailable, name)
 }

@@ -1,0 +1,235 @@
+package agent
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/flotilla-edge/flotilla/agent/lifecycle"
+	"github.com/flotilla-edge/flotilla/agent/metrics"
+	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
+	"github.com/flotilla-edge/flotilla/runtime"
+)
+
+// monitor stands between the inference API and the lifecycle: every
+// inference the lifecycle runs becomes one metrics.Record (model,
+// release, slot, latency, ok, the features the release's DriftBaseline
+// monitors and its prediction), handed to the recorder, which only
+// enqueues. It is also the buffer's Baselines (each release's manifest,
+// remembered when it first served) and CounterSource (the lifecycle's
+// per-model counters, as deltas per window).
+type monitor struct {
+	life *lifecycle.Lifecycle
+	rec  metrics.Recorder
+	now  func() time.Time
+
+	mu        sync.Mutex
+	baselines map[releaseKey]metrics.Baseline
+	seen      map[releaseKey]counterMark // counters already taken, per release
+	seenModel map[string]modelMark       // crashes and rollbacks already taken, per model
+}
+
+type releaseKey struct {
+	model   string
+	release uint64
+}
+
+type counterMark struct{ errors, compared, disagreements uint64 }
+
+type modelMark struct{ crashes, rollbacks uint64 }
+
+func newMonitor(life *lifecycle.Lifecycle, now func() time.Time) *monitor {
+	return &monitor{life: life, now: now, baselines: map[releaseKey]metrics.Baseline{},
+		seen: map[releaseKey]counterMark{}, seenModel: map[string]modelMark{}}
+}
+
+// Names and Active are the lifecycle's (inferapi.Models).
+func (m *monitor) Names() []string                             { return m.life.Names() }
+func (m *monitor) Active(name string) (lifecycle.Served, bool) { return m.life.Active(name) }
+
+// Infer runs the lifecycle's inference and records it. A request for no
+// active release, or with input the runtime refused as invalid, is not a
+// model's inference and is not recorded (the lifecycle does not count it
+// either).
+func (m *monitor) Infer(ctx context.Context, name string, inputs []runtime.Tensor) (lifecycle.Result, error) {
+	at := m.now()
+	start := time.Now()
+	res, err := m.life.Infer(ctx, name, inputs)
+	d := time.Since(start)
+	if m.rec == nil || res.Release == 0 || errors.Is(err, runtime.ErrInvalidInput) || (err != nil && ctx.Err() != nil) {
+		return res, err
+	}
+	r := metrics.Record{Model: name, Release: res.Release, Version: res.Version, Slot: res.Slot, At: at,
+		Latency: d, OK: err == nil}
+	drift := m.baseline(name, res).Drift
+	if err == nil && drift != nil {
+		r.Features, r.Missing = features(drift.GetFeatures(), inputs, res.Outputs)
+		r.Predicted, r.HasPrediction = prediction(drift.GetPrediction(), inputs, res.Outputs)
+	}
+	m.rec.Record(r)
+	return res, err
+}
+
+// baseline remembers the baseline of the release that served, so its
+// windows are binned on it even after the release is unloaded.
+func (m *monitor) baseline(name string, res lifecycle.Result) metrics.Baseline {
+	k := releaseKey{name, res.Release}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	bl, ok := m.baselines[k]
+	if !ok && res.Manifest != nil {
+		bl = metrics.BaselineFromManifest(res.Manifest, res.Digest)
+		m.baselines[k] = bl
+	}
+	return bl
+}
+
+// Baseline implements metrics.Baselines.
+func (m *monitor) Baseline(model string, release uint64) (metrics.Baseline, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	bl, ok := m.baselines[releaseKey{model, release}]
+	return bl, ok
+}
+
+// Take implements metrics.CounterSource: what the lifecycle counted for
+// the release since the previous Take — errors and shadow comparisons of
+// the release, and the model's crashes and rollbacks (given to the first
+// release taken after they happened).
+func (m *monitor) Take(model string, release uint64) *pb.ModelCounters {
+	st := m.life.Stats().Model(model)
+	snap := st.Release(release).Snapshot()
+	total := st.Snapshot()
+	k := releaseKey{model, release}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := counterMark{errors: snap.Errors, compared: snap.ShadowRuns - snap.ShadowErrors, disagreements: snap.Disagreements}
+	was := m.seen[k]
+	m.seen[k] = now
+	nm := modelMark{crashes: total.Crashes, rollbacks: total.Rollbacks}
+	wasModel, known := m.seenModel[model]
+	m.seenModel[model] = nm
+	c := &pb.ModelCounters{Errors: delta(now.errors, was.errors), ShadowCompared: delta(now.compared, was.compared),
+		ShadowDisagreements: delta(now.disagreements, was.disagreements)}
+	if known {
+		c.Crashes, c.Rollbacks = delta(nm.crashes, wasModel.crashes), delta(nm.rollbacks, wasModel.rollbacks)
+	} else {
+		c.Crashes, c.Rollbacks = nm.crashes, nm.rollbacks
+	}
+	return c
+}
+
+func delta(now, was uint64) uint64 {
+	if now < was { // the series was forgotten and started again
+		return now
+	}
+	return now - was
+}
+
+// features reads each monitored feature from the first row of its tensor
+// (an input, or else an output); one not found is missing.
+func features(fs []*pb.FeatureBaseline, inputs, outputs []runtime.Tensor) ([]float64, []bool) {
+	f := make([]float64, len(fs))
+	var missing []bool
+	for i, fb := range fs {
+		v, ok := element(find(fb.GetTensor(), inputs, outputs), int(fb.GetIndex()))
+		if !ok {
+			if missing == nil {
+				missing = make([]bool, len(fs))
+			}
+			missing[i] = true
+			v = math.NaN()
+		}
+		f[i] = v
+	}
+	return f, missing
+}
+
+// prediction reads the monitored prediction from the first row of its
+// tensor: for a categorical prediction over a row of several scores, the
+// index of the highest (the class); otherwise the element at its index.
+func prediction(fb *pb.FeatureBaseline, inputs, outputs []runtime.Tensor) (float64, bool) {
+	if fb == nil {
+		return 0, false
+	}
+	t := find(fb.GetTensor(), outputs, inputs)
+	if t == nil {
+		return 0, false
+	}
+	if len(fb.GetCategories()) > 0 {
+		if w := rowWidth(t); w > 1 {
+			best, bestV := -1, math.Inf(-1)
+			for j := range w {
+				if v, ok := element(t, j); ok && v > bestV {
+					best, bestV = j, v
+				}
+			}
+			return float64(best), best >= 0
+		}
+	}
+	return element(t, int(fb.GetIndex()))
+}
+
+func find(name string, first, second []runtime.Tensor) *runtime.Tensor {
+	for _, ts := range [][]runtime.Tensor{first, second} {
+		for i := range ts {
+			if ts[i].Name == name {
+				return &ts[i]
+			}
+		}
+	}
+	return nil
+}
+
+// rowWidth is the elements in one row (the first dimension is the batch).
+func rowWidth(t *runtime.Tensor) int {
+	w := int64(1)
+	for _, d := range t.Shape[min(1, len(t.Shape)):] {
+		if d <= 0 {
+			return 0
+		}
+		w *= d
+	}
+	return int(min(w, math.MaxInt32))
+}
+
+// element is element i of t's first row as a float64.
+func element(t *runtime.Tensor, i int) (float64, bool) {
+	if t == nil || i < 0 || i >= rowWidth(t) {
+		return 0, false
+	}
+	size := t.DType.Size()
+	if size == 0 || (i+1)*size > len(t.Data) {
+		return 0, false
+	}
+	b := t.Data[i*size:]
+	le := binary.LittleEndian
+	switch t.DType {
+	case runtime.Float32:
+		return float64(math.Float32frombits(le.Uint32(b))), true
+	case runtime.Float64:
+		return math.Float64frombits(le.Uint64(b)), true
+	case runtime.BFloat16:
+		return float64(math.Float32frombits(uint32(le.Uint16(b)) << 16)), true
+	case runtime.Int8:
+		return float64(int8(b[0])), true
+	case runtime.Uint8, runtime.Bool:
+		return float64(b[0]), true
+	case runtime.Int16:
+		return float64(int16(le.Uint16(b))), true
+	case runtime.Uint16:
+		return float64(le.Uint16(b)), true
+	case runtime.Int32:
+		return float64(int32(le.Uint32(b))), true
+	case runtime.Uint32:
+		return float64(le.Uint32(b)), true
+	case runtime.Int64:
+		return float64(int64(le.Uint64(b))), true
+	case runtime.Uint64:
+		return float64(le.Uint64(b)), true
+	}
+	return 0, false // float16 and the rest: not monitored here
+}
