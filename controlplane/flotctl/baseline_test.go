@@ -78,3 +78,41 @@ func TestBundleBaselineJSON(t *testing.T) {
 		t.Fatalf("no args: %v", err)
 	}
 }
+
+// TestBundleBuildCommandBaseline runs `flotctl bundle build -baseline` the
+// way an operator does and finds the baseline in the stored manifest, under
+// the digest the command printed.
+func TestBundleBuildCommandBaseline(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "digits.bundle")
+	var buf bytes.Buffer
+	err := bundleCmd(out{w: &buf, json: true}, io.Discard, []string{"build", "../bundle/testdata/digits", "-o", store,
+		"-baseline", digitsTrain, "-baseline-prediction", "label", "-baseline-tensor", "pixels"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := bundle.OpenStore(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	ents, err := os.ReadDir(filepath.Join(store, "manifests"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if !bytes.Contains(buf.Bytes(), []byte(e.Name())) {
+			continue
+		}
+		_, m, err := s.Manifest(e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(m.GetDrift().GetFeatures()); n < 2 {
+			t.Fatalf("manifest %s has %d drift features", e.Name(), n)
+		}
+		found = true
+	}
+	if !found {
+		t.Fatalf("no stored manifest under the printed digest: %s", buf.String())
+	}
+}

@@ -38,12 +38,13 @@ func bundleCmd(o out, stderr io.Writer, args []string) error {
 	case "build":
 		outDir := fs.String("o", "", "bundle store folder to write the manifest and chunks into (default DIR.bundle)")
 		chunk := fs.Int("chunk-size", pb.DefaultChunkSize, "chunk size in bytes")
+		bf := addBaselineFlags(fs)
 		pos, err := parseInterspersed(fs, args[1:])
 		if err != nil {
 			return err
 		}
 		if len(pos) != 1 {
-			return fmt.Errorf("%w: bundle build DIR [-o STORE] [-chunk-size N]", errUsage)
+			return fmt.Errorf("%w: bundle build DIR [-o STORE] [-chunk-size N] [-baseline DATA.csv]", errUsage)
 		}
 		dir := pos[0]
 		if *outDir == "" {
@@ -55,6 +56,9 @@ func bundleCmd(o out, stderr io.Writer, args []string) error {
 		}
 		raw, digest, err := bundle.Build(dir, bundle.Options{ChunkSize: *chunk, Chunks: s})
 		if err != nil {
+			return err
+		}
+		if raw, digest, err = bf.apply(raw, digest); err != nil {
 			return err
 		}
 		if _, err := s.PutManifest(raw); err != nil {
@@ -75,6 +79,8 @@ func bundleCmd(o out, stderr io.Writer, args []string) error {
 			return err
 		}
 		return printBundle(o, s, pos[0])
+	case "baseline":
+		return bundleBaseline(o.w, stderr, args[1:])
 	case "rerelease":
 		return bundleRerelease(o, args[1:], time.Now())
 	}
