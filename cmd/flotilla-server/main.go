@@ -36,6 +36,7 @@ func run() error {
 		dynsec   string
 		mqttCA   string
 		showVer  bool
+		webhooks string
 	)
 	fs := flag.NewFlagSet("flotilla-server", flag.ContinueOnError)
 	fs.StringVar(&cfg.DataDir, "data-dir", env("FLOTILLA_DATA_DIR", "flotilla-data"), "data folder: database, CA, admin token")
@@ -54,6 +55,8 @@ func run() error {
 	fs.StringVar(&cfg.TLSCA, "tls-ca", env("FLOTILLA_TLS_CA", ""), "CA devices trust and that signs client certificates (PEM)")
 	fs.StringVar(&cfg.ReleaseOnlineKey, "release-online-key", env("FLOTILLA_RELEASE_ONLINE_KEY", ""), "the release repository's online key (from flotctl keys generate); default: the online-*.pem in DATA/release/")
 	fs.StringVar(&logLevel, "log-level", env("FLOTILLA_LOG_LEVEL", "info"), "debug, info, warn or error")
+	fs.DurationVar(&cfg.Rollouts.Every, "rollout-every", 0, "how often rollouts are reconciled (default 10s)")
+	fs.StringVar(&webhooks, "alert-webhooks", env("FLOTILLA_ALERT_WEBHOOKS", ""), "comma-separated URLs that receive alerts (Alertmanager's JSON format)")
 	fs.BoolVar(&showVer, "version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
@@ -76,6 +79,9 @@ func run() error {
 	}
 	if hosts != "" {
 		cfg.Hosts = strings.Split(hosts, ",")
+	}
+	if webhooks != "" {
+		cfg.Alerts.Webhooks = strings.Split(webhooks, ",")
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {

@@ -56,7 +56,9 @@ type Config struct {
 	Bundles  Bundles // release, bundles, assignments, progress; nil: those routes answer 503
 	// Telemetry answers drift queries and device events; nil: 503.
 	Telemetry Telemetry
-	Metrics   *expvar.Map // exported at /v1/metrics (viewer); nil: none
+	// Rollouts runs staged rollouts; nil: 503.
+	Rollouts Rollouts
+	Metrics  *expvar.Map // exported at /v1/metrics (viewer); nil: none
 	// Version is reported by /healthz.
 	Version string
 }

@@ -59,6 +59,18 @@ func (a *API) routes() []route {
 				{"release", "one release of the model"}, {"device", "one device"}, {"selector", "a cohort: labels k=v,k2=v2"}}, rangeParams...)},
 		{Method: "GET", Path: "/v1/devices/{id}/events", Role: Viewer, Summary: "The device's events (errors, rollbacks, restarts), newest first", Response: []EventView{}, Handler: a.deviceEvents,
 			Query: append([]param{{"level", "info, warn, error (comma-separated)"}, {"limit", "events (default 100, max 5000)"}}, rangeParams...)},
+		{Method: "POST", Path: "/v1/rollouts", Role: Operator, Summary: "Create a staged rollout from its spec (YAML or JSON, docs/rollouts.md); the scheduler starts it at once",
+			RawBody: true, MaxBody: maxRolloutSpec, Response: RolloutView{}, Status: http.StatusCreated, Handler: a.createRollout},
+		{Method: "GET", Path: "/v1/rollouts", Role: Viewer, Summary: "List rollouts, newest first", Response: []RolloutView{}, Handler: a.listRollouts,
+			Query: []param{{"model", "one model"}, {"phase", "running, paused, rolling_back, rolled_back, completed"}, {"limit", "rollouts (default 100, max 1000)"}}},
+		{Method: "GET", Path: "/v1/rollouts/{id}", Role: Viewer, Summary: "One rollout: phase, stage, gate evaluations with their values, devices per state",
+			Response: RolloutView{}, Handler: a.getRollout, Query: []param{{"devices", "true to list each device's state"}}},
+		{Method: "POST", Path: "/v1/rollouts/{id}/pause", Role: Operator, Summary: "Pause a rollout: no new assignments or stage advances", Request: RolloutAction{}, Response: RolloutView{}, Handler: a.actRollout("pause")},
+		{Method: "POST", Path: "/v1/rollouts/{id}/resume", Role: Operator, Summary: "Resume a paused rollout; what paused it is no longer judged", Request: RolloutAction{}, Response: RolloutView{}, Handler: a.actRollout("resume")},
+		{Method: "POST", Path: "/v1/rollouts/{id}/promote", Role: Operator, Summary: "Advance to the next stage now, skipping the rest of the bake and the gates", Request: RolloutAction{}, Response: RolloutView{}, Handler: a.actRollout("promote")},
+		{Method: "POST", Path: "/v1/rollouts/{id}/abort", Role: Operator, Summary: "Abort: every device the rollout switched is sent back", Request: RolloutAction{}, Response: RolloutView{}, Handler: a.actRollout("abort")},
+		{Method: "GET", Path: "/v1/rollouts/{id}/audit", Role: Viewer, Summary: "The rollout's audit trail: operator actions and scheduler decisions, newest first", Response: []AuditView{}, Handler: a.rolloutAudit,
+			Query: []param{{"limit", "entries (default 100)"}, {"before", "entries with ID below this"}}},
 		{Method: "GET", Path: "/v1/metrics", Role: Viewer, Summary: "The control plane's counters", Response: map[string]any{}, Handler: a.metrics},
 	}
 }

@@ -333,3 +333,54 @@ func (c *Client) doRaw(ctx context.Context, method, path string, body []byte, ou
 	req.Header.Set("Content-Type", "application/octet-stream")
 	return c.send(req, out)
 }
+
+// CreateRollout creates a staged rollout from its spec (YAML or JSON).
+func (c *Client) CreateRollout(ctx context.Context, spec []byte) (api.RolloutView, error) {
+	var out api.RolloutView
+	return out, c.doRaw(ctx, "POST", "/v1/rollouts", spec, &out)
+}
+
+// ListRollouts lists rollouts, newest first: of one model and in one phase
+// when set, at most limit (0: the server's default).
+func (c *Client) ListRollouts(ctx context.Context, model, phase string, limit int) ([]api.RolloutView, error) {
+	q := url.Values{}
+	if model != "" {
+		q.Set("model", model)
+	}
+	if phase != "" {
+		q.Set("phase", phase)
+	}
+	if limit > 0 {
+		q.Set("limit", fmt.Sprint(limit))
+	}
+	var out []api.RolloutView
+	return out, c.do(ctx, "GET", "/v1/rollouts?"+q.Encode(), nil, &out)
+}
+
+// Rollout returns one rollout with its gate evaluations; withDevices lists
+// each device's state too.
+func (c *Client) Rollout(ctx context.Context, id string, withDevices bool) (api.RolloutView, error) {
+	var out api.RolloutView
+	p := "/v1/rollouts/" + url.PathEscape(id)
+	if withDevices {
+		p += "?devices=true"
+	}
+	return out, c.do(ctx, "GET", p, nil, &out)
+}
+
+// RolloutAction pauses, resumes, promotes or aborts a rollout, with the
+// reason recorded in the audit log.
+func (c *Client) RolloutAction(ctx context.Context, id, action, reason string) (api.RolloutView, error) {
+	var out api.RolloutView
+	return out, c.do(ctx, "POST", "/v1/rollouts/"+url.PathEscape(id)+"/"+url.PathEscape(action), api.RolloutAction{Reason: reason}, &out)
+}
+
+// RolloutAudit returns a rollout's audit trail, newest first.
+func (c *Client) RolloutAudit(ctx context.Context, id string, limit int) ([]api.AuditView, error) {
+	p := "/v1/rollouts/" + url.PathEscape(id) + "/audit"
+	if limit > 0 {
+		p += "?limit=" + fmt.Sprint(limit)
+	}
+	var out []api.AuditView
+	return out, c.do(ctx, "GET", p, nil, &out)
+}

@@ -7,6 +7,7 @@
 //	flotctl [global flags] enrol-tokens list|create|revoke
 //	flotctl [global flags] audit
 //	flotctl [global flags] drift, devices events
+//	flotctl [global flags] rollout create|list|show|watch|pause|resume|promote|abort|audit
 //	flotctl [global flags] devices assign|progress
 //	flotctl [global flags] release push, bundle push
 //	flotctl keys generate|rotate, release add, bundle build|show|rerelease (offline)
@@ -101,6 +102,7 @@ func run(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
+	watchCtx := ctx
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
 	o := out{w: env.Stdout, json: g.json}
@@ -115,6 +117,8 @@ func run(ctx context.Context, args []string, env Env) error {
 		return audit(ctx, c, o, rest[1:])
 	case "drift":
 		return drift(ctx, c, o, rest[1:])
+	case "rollout", "rollouts":
+		return rollouts(ctx, watchCtx, c, o, rest[1:])
 	case "release":
 		return releasePush(ctx, c, o, rest[2:])
 	case "bundle":
@@ -129,7 +133,7 @@ func run(ctx context.Context, args []string, env Env) error {
 		fs.Usage()
 		return nil
 	}
-	return fmt.Errorf("%w: unknown command %q (devices, tokens, enrol-tokens, audit, drift, whoami)", errUsage, rest[0])
+	return fmt.Errorf("%w: unknown command %q (devices, tokens, enrol-tokens, audit, drift, rollout, whoami)", errUsage, rest[0])
 }
 
 const usage = `flotctl — operate a Flotilla fleet
@@ -146,6 +150,8 @@ const usage = `flotctl — operate a Flotilla fleet
   flotctl devices events DEVICE [-level warn,error] [-since 24h] [-limit N]
   flotctl drift [-device ID | -selector k=v,…] [-model M [-release N]] [-since 1h] [-worst N]
   flotctl audit [-limit N]
+  flotctl rollout create -f spec.yaml | list | show ID [-devices] | watch ID | audit ID
+  flotctl rollout pause|resume|promote|abort ID [-reason R]
   flotctl keys generate|rotate -dir D …      (offline)
   flotctl release add -keys D … MANIFEST      (offline)
   flotctl release push -keys D

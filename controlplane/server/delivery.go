@@ -242,6 +242,20 @@ func (d *deliveryService) Assign(ctx context.Context, actor, device, model strin
 	if model == "" || rel == 0 {
 		return api.AssignmentView{}, fmt.Errorf("%w: model and a release > 0 are required", registry.ErrInvalid)
 	}
+	v, err := d.assignRelease(ctx, device, model, rel)
+	if err != nil {
+		return api.AssignmentView{}, err
+	}
+	d.audit(ctx, actor, "device.assign", device, fmt.Sprintf("%s release %d (%s)", model, rel, v.Digest[:16]))
+	return v, nil
+}
+
+// assignRelease assigns device the model's release, which the release
+// repository (the keys the devices trust) must list and whose bundle must
+// be uploaded: the director signs it into the device's desired state and
+// a wave is scheduled. It is Assign without the API's checks and audit
+// entry, shared with the rollout scheduler.
+func (d *deliveryService) assignRelease(ctx context.Context, device, model string, rel uint64) (api.AssignmentView, error) {
 	targets, err := d.trust.Targets()
 	if err != nil {
 		return api.AssignmentView{}, err
@@ -270,7 +284,6 @@ func (d *deliveryService) Assign(ctx context.Context, actor, device, model strin
 		except = prev.Digest
 	}
 	d.startWave(digest, except)
-	d.audit(ctx, actor, "device.assign", device, fmt.Sprintf("%s release %d (%s)", model, rel, digest[:16]))
 	a, _ := d.assigned.get(device, model)
 	return api.AssignmentView{Device: device, Model: model, Release: rel, Target: tf.Path, Digest: digest, Revision: a.Revision}, nil
 }
@@ -454,6 +467,21 @@ func (a *assignments) set(device string, as assignment) error {
 	as.Revision, as.SignedAt = prev.Revision, prev.SignedAt
 	a.m[device][as.Model] = as
 	return a.saveLocked()
+}
+
+// remove withdraws device's assignment of model; it reports whether there
+// was one.
+func (a *assignments) remove(device, model string) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.m[device][model]; !ok {
+		return false, nil
+	}
+	delete(a.m[device], model)
+	if len(a.m[device]) == 0 {
+		delete(a.m, device)
+	}
+	return true, a.saveLocked()
 }
 
 func (a *assignments) get(device, model string) (assignment, bool) {

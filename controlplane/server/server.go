@@ -78,6 +78,10 @@ type Config struct {
 
 	// Telemetry ingest, rollups and retention (telemetry.go).
 	Telemetry TelemetryConfig
+	// Rollouts tunes the rollout scheduler (rollouts.go); Alerts says
+	// where its alerts go (alerts.go).
+	Rollouts RolloutConfig
+	Alerts   AlertConfig
 
 	Logger  *slog.Logger
 	Version string
@@ -109,6 +113,8 @@ type Server struct {
 	closeOnce  sync.Once
 	closeErr   error
 	telemetry  *telemetryService
+	rollouts   *rolloutService
+	alerts     *alerter
 }
 
 // New starts a control plane: it returns once the API listens and the
@@ -231,6 +237,11 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	s.delivery.start()
+	if err = s.openAlerts(); err != nil {
+		return nil, err
+	}
+	s.openRollouts()
+	s.rollouts.start()
 
 	if s.broker != nil {
 		// The embedded broker's retained messages died with the last process.
@@ -244,7 +255,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if err = s.ensureAdminToken(ctx); err != nil {
 		return nil, err
 	}
-	s.api = api.New(api.Config{Store: s.store, Registry: enroller{s.registry, s.delivery.trust}, Bundles: s.delivery, Telemetry: s.telemetry, Logger: cfg.Logger.With("component", "api"),
+	s.api = api.New(api.Config{Store: s.store, Registry: enroller{s.registry, s.delivery.trust}, Bundles: s.delivery, Telemetry: s.telemetry, Rollouts: s.rollouts, Logger: cfg.Logger.With("component", "api"),
 		Now: cfg.Now, Metrics: s.metrics, Version: cfg.Version})
 	if s.httpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("api listener: %w", err)

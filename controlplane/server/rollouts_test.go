@@ -1,0 +1,345 @@
+package server_test
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flotilla-edge/flotilla/agent"
+	"github.com/flotilla-edge/flotilla/agent/lifecycle"
+	"github.com/flotilla-edge/flotilla/controlplane/api"
+	"github.com/flotilla-edge/flotilla/controlplane/apiclient"
+	"github.com/flotilla-edge/flotilla/controlplane/pki"
+	"github.com/flotilla-edge/flotilla/controlplane/server"
+	"github.com/flotilla-edge/flotilla/controlplane/store"
+	"github.com/flotilla-edge/flotilla/firmware/hostfacts"
+	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
+	"github.com/flotilla-edge/flotilla/proto/wire"
+)
+
+// reportTelemetry stores, every 100 ms until the test ends, one window
+// summary for each device reporting a digits release active, as the
+// telemetry ingest stores what agents send. (The agents here serve no
+// inference requests, so they have nothing to summarise themselves.)
+func reportTelemetry(t *testing.T, srv *server.Server, ids []string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	go func() {
+		defer wg.Done()
+		seq := uint64(0)
+		for ctx.Err() == nil {
+			seq++
+			var msgs []store.TelemetryMessage
+			now := time.Now().UnixMilli()
+			for _, id := range ids {
+				rel := reportedDigits(srv, id).GetActiveRelease()
+				if rel == 0 {
+					continue
+				}
+				s := &pb.WindowSummary{Model: "digits", Release: rel, StartMs: now - 50, EndMs: now, Windows: 1, Requests: 500}
+				b, err := wire.Encode(s)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				msgs = append(msgs, store.TelemetryMessage{DeviceID: id, Epoch: "e1", Sequence: seq, ReceivedAt: now,
+					Summaries: []store.StoredSummary{{DeviceID: id, Epoch: "e1", Sequence: seq, Model: "digits", Release: rel,
+						Slot: "a", StartMs: now - 50, EndMs: now, Requests: 500, Payload: b}}})
+			}
+			if len(msgs) > 0 {
+				if _, err := srv.Store().StoreTelemetry(ctx, msgs); err != nil && ctx.Err() == nil {
+					t.Error(err)
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+}
+
+// TestRolloutThroughServer runs staged rollouts over real agents running
+// the digits model (lifecycle and ONNX plugin) on the embedded broker: a
+// two-stage rollout of release 1 reaches every device, each reporting it
+// active and healthy; a rollout of release 2 aborted in its canary stage
+// sends the canary back and never reaches the others; every operator
+// action is in the rollout's audit trail with who and why.
+func TestRolloutThroughServer(t *testing.T) {
+	dir := t.TempDir()
+	keys := operatorKeys(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	srv, err := server.New(ctx, server.Config{DataDir: dir, Listen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0", Version: "test",
+		WaveDelay: 200 * time.Millisecond, Logger: testLogger(t), Rollouts: server.RolloutConfig{Every: 100 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
+	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	// Probation of a second, not ten minutes: the rollout waits for it.
+	shortProbation := func(dir string) {
+		toml := filepath.Join(dir, "bundle.toml")
+		b, err := os.ReadFile(toml)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(toml, []byte(strings.Replace(string(b), `duration = "10m"`, `duration = "1s"`, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	op.release(digitsSource(t, "1", shortProbation), "1")
+	op.release(digitsSource(t, "2", shortProbation), "2")
+	op.release(digitsSource(t, "3", shortProbation), "3") // release 1's content, to roll back to
+
+	c := adminClient(t, srv, dir)
+	ids := []string{"dev-0", "dev-1", "dev-2"}
+	for _, id := range ids {
+		et, err := c.CreateEnrolToken(context.Background(), api.EnrolTokenRequest{Name: id, MaxUses: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		startRolloutAgent(t, op, id, filepath.Join(t.TempDir(), id), et.Token)
+	}
+	reportTelemetry(t, srv, ids)
+
+	spec := filepath.Join(t.TempDir(), "rollout.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(spec, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("name: digits 1\nbundle: {model: digits, release: 1}\nstages:\n  - {name: canary, count: 1}\n  - {percent: 100}\n" +
+		"gates: {window: 1m, min_devices_reporting: 1}\n")
+	out := op.run("rollout", "create", "-f", spec)
+	if f := strings.Fields(out); len(f) < 3 || f[0] != "created" {
+		t.Fatalf("rollout create: %q", out)
+	}
+	id := strings.Fields(out)[2]
+	var last api.RolloutView
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last view of %s: %+v", id, last)
+		}
+	})
+	eventually(t, "rollout of release 1 completed", func() bool {
+		v, err := c.Rollout(context.Background(), id, true)
+		last = v
+		return err == nil && v.Phase == "completed" && v.Devices["committed"] == len(ids)
+	})
+	for _, d := range ids {
+		if m := reportedDigits(srv, d); m.GetActiveRelease() != 1 || m.GetHealth() != pb.ModelState_HEALTH_HEALTHY {
+			t.Errorf("%s reports %v", d, m)
+		}
+	}
+	show := op.run("rollout", "show", id)
+	for _, want := range []string{"phase completed, stage 2 of 2", "committed", "[##############################]", "3 of 3 devices reporting"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("rollout show lacks %q:\n%s", want, show)
+		}
+	}
+	audit, err := c.RolloutAudit(context.Background(), id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actions := map[string]int{}
+	for _, e := range audit {
+		actions[e.Action]++
+	}
+	if actions["rollout.create"] != 1 || actions["rollout.assign"] != len(ids) || actions["rollout.advance"] != 1 || actions["rollout.complete"] != 1 {
+		t.Errorf("audit actions %v", actions)
+	}
+
+	// Release 2: the canary stage bakes for an hour; abort it once the
+	// canary has committed. It cannot install release 1 again (a lower
+	// counter), so it goes back to release 3, release 1's content.
+	write("bundle: {model: digits, release: 2, rollback_release: 3}\nstages:\n  - {name: canary, count: 1, bake: 1h}\n  - {percent: 100}\n" +
+		"gates: {window: 1m, min_devices_reporting: 1}\n")
+	v2, err := c.CreateRollout(context.Background(), mustRead(t, spec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v2.Devices["assigned"] != 1 {
+		t.Fatalf("canary not assigned at creation: %+v", v2.Devices)
+	}
+	if _, err := c.RolloutAction(context.Background(), v2.ID, "resume", ""); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Errorf("resuming a running rollout: %v, want a 409", err)
+	}
+	eventually(t, "canary committed release 2", func() bool {
+		v, err := c.Rollout(context.Background(), v2.ID, false)
+		return err == nil && v.Devices["committed"] == 1
+	})
+	v, err := c.Rollout(context.Background(), v2.ID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	canary := v.DeviceStates[0].Device
+	if len(v.DeviceStates) != 1 || reportedDigits(srv, canary).GetActiveRelease() != 2 {
+		t.Fatalf("canary stage: %+v, %s reports %v", v.DeviceStates, canary, reportedDigits(srv, canary))
+	}
+	op.run("rollout", "abort", v2.ID, "-reason", "wrong labels file")
+	eventually(t, "aborted rollout rolled back", func() bool {
+		v, err := c.Rollout(context.Background(), v2.ID, false)
+		return err == nil && v.Phase == "rolled_back" && v.Devices["rolled_back"] == 1
+	})
+	if w := op.run("rollout", "watch", v2.ID, "-every", "100ms"); !strings.Contains(w, "phase rolled_back") ||
+		!strings.Contains(w, "rolled_back  [##############################]  1") || !strings.Contains(w, "wrong labels file") {
+		t.Errorf("rollout watch of a rolled-back rollout:\n%s", w)
+	}
+	for _, d := range ids {
+		m := reportedDigits(srv, d)
+		if d == canary && (m.GetActiveRelease() != 3 || m.GetHealth() == pb.ModelState_HEALTH_UNHEALTHY) {
+			t.Errorf("the canary %s did not go back to release 3: %v", d, m)
+		}
+		if d != canary && (m.GetActiveRelease() != 1 || m.GetStagedRelease() >= 2) {
+			t.Errorf("%s, outside the canary stage, was sent a later release: %v", d, m)
+		}
+	}
+	audit, err = c.RolloutAudit(context.Background(), v2.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range audit {
+		if e.Action == "rollout.rollback_all" && strings.HasPrefix(e.Actor, "token:") && strings.Contains(e.Detail, "wrong labels file") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("the abort is not in the audit trail with who and why: %+v", audit)
+	}
+}
+
+// startRolloutAgent is startModelAgent with the host's facts plus the
+// ONNX runtime it runs, which the rollout's preflight asks for. (The agent
+// does not list its runtimes in its facts by itself yet.)
+func startRolloutAgent(t *testing.T, o operator, id, dataDir, token string) {
+	t.Helper()
+	a, err := agent.New(agent.Config{DataDir: dataDir, DeviceID: id, ServerURL: o.srv.APIURL(), EnrolToken: token,
+		CAFingerprint: o.srv.CAFingerprint(), MQTTURL: o.srv.MQTTURL(), HeartbeatInterval: time.Second, Version: "rollouts-test",
+		Logger: testLogger(t),
+		Facts: func() *pb.Facts {
+			f, _ := hostfacts.Discover("/")
+			if f == nil {
+				f = &pb.Facts{}
+			}
+			f.Runtimes = append(f.Runtimes, &pb.RuntimeInfo{Name: "onnx"})
+			return f
+		},
+		Models: &agent.ModelsConfig{PluginDir: onnxPluginDir(t), ORTLib: ortLib(t), InferAddr: "127.0.0.1:0",
+			InferSocket: filepath.Join(dataDir, agent.InferSocketName),
+			Lifecycle: lifecycle.Config{CheckInterval: 50 * time.Millisecond,
+				DefaultPolicy: lifecycle.Policy{Duration: 300 * time.Millisecond}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := a.Run(ctx); err != nil {
+			t.Errorf("agent run: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	eventually(t, "agent connected", func() bool { return a.Status().State == agent.StateConnected })
+}
+
+func mustRead(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestRolloutAPIRefusals: the rollout routes refuse what they must, with
+// the status that says why, and create nothing when they refuse.
+func TestRolloutAPIRefusals(t *testing.T) {
+	dir := t.TempDir()
+	keys := operatorKeys(t, dir)
+	srv := startServer(t, dir)
+	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
+	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op.release(digitsSource(t, "1", nil), "1")
+	admin := adminClient(t, srv, dir)
+	ctx := context.Background()
+	viewerTok, err := admin.CreateAPIToken(ctx, api.APITokenRequest{Name: "watcher", Role: "viewer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := pki.PinnedClientTLS(srv.CAFingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	viewer := apiclient.New(srv.APIURL(), viewerTok.Token, &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}})
+
+	good := []byte("bundle: {model: digits, release: 1}\nstages: [{count: 1}]\n")
+	for name, c := range map[string]struct {
+		spec []byte
+		want string
+	}{
+		"unknown field":     {[]byte("bundle: {model: digits, release: 1}\nstages: [{count: 1}]\nstagse: []\n"), "HTTP 400"},
+		"wrong type":        {[]byte("bundle: {model: digits, release: one}\nstages: [{count: 1}]\n"), "HTTP 400"},
+		"truncated JSON":    {[]byte(`{"bundle": {"model": "digits", "release": 1}, "stages": [{"count"`), "HTTP 400"},
+		"no stages":         {[]byte("bundle: {model: digits, release: 1}\n"), "HTTP 400"},
+		"unreleased":        {[]byte("bundle: {model: digits, release: 9}\nstages: [{count: 1}]\n"), "HTTP 404"},
+		"unknown rollback":  {[]byte("bundle: {model: digits, release: 1, rollback_release: 9}\nstages: [{count: 1}]\n"), "HTTP 404"},
+		"over the size cap": {append(append([]byte{}, good...), []byte("# "+strings.Repeat("x", 300<<10)+"\n")...), "HTTP 400"},
+	} {
+		if _, err := admin.CreateRollout(ctx, c.spec); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %s", name, err, c.want)
+		}
+	}
+	if _, err := viewer.CreateRollout(ctx, good); err == nil || !strings.Contains(err.Error(), "HTTP 403") {
+		t.Errorf("a viewer created a rollout: %v", err)
+	}
+	if vs, err := admin.ListRollouts(ctx, "", "", 0); err != nil || len(vs) != 0 {
+		t.Fatalf("refused creations left rollouts: %v %v", vs, err)
+	}
+
+	v, err := admin.CreateRollout(ctx, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := viewer.Rollout(ctx, v.ID, true); err != nil {
+		t.Errorf("a viewer cannot read a rollout: %v", err)
+	}
+	if _, err := viewer.RolloutAction(ctx, v.ID, "pause", "mine"); err == nil || !strings.Contains(err.Error(), "HTTP 403") {
+		t.Errorf("a viewer paused a rollout: %v", err)
+	}
+	for name, c := range map[string]struct {
+		id, action, reason, want string
+	}{
+		"unknown rollout": {"ro-nope", "pause", "", "HTTP 404"},
+		"unknown action":  {v.ID, "explode", "", "HTTP 404"},
+		"long reason":     {v.ID, "pause", strings.Repeat("r", 2000), "HTTP 400"},
+		"resume running":  {v.ID, "resume", "", "HTTP 409"},
+		"traversal":       {"../../v1/tokens", "pause", "", "HTTP 404"},
+	} {
+		if _, err := admin.RolloutAction(ctx, c.id, c.action, c.reason); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %s", name, err, c.want)
+		}
+	}
+	if _, err := admin.RolloutAudit(ctx, "ro-nope", 0); err == nil || !strings.Contains(err.Error(), "HTTP 404") {
+		t.Errorf("audit of an unknown rollout: %v", err)
+	}
+	after, err := admin.Rollout(ctx, v.ID, false)
+	if err != nil || after.Phase != "running" {
+		t.Fatalf("refused actions changed the rollout: %+v %v", after, err)
+	}
+	audit, err := viewer.RolloutAudit(ctx, v.ID, 0)
+	if err != nil || len(audit) != 1 || audit[0].Action != "rollout.create" {
+		t.Errorf("audit after refusals: %+v %v", audit, err)
+	}
+}
