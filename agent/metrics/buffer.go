@@ -124,13 +124,13 @@ type Stats struct {
 // Buffer is the record buffer and outbox. Record is safe for concurrent use
 // and never blocks; the other methods serialise on the database.
 type Buffer struct {
-	db    *sql.DB
-	opt   Options
-	epoch string
-	ch    chan entry
-	done  chan struct{}
-	wg    sync.WaitGroup
-	close sync.Once
+	db      *sql.DB
+	opt     Options
+	epoch   string
+	ch      chan entry
+	done    chan struct{} // closed by Close: the writer drains the queue and stops
+	stopped chan struct{} // closed by the writer when it has stopped
+	close   sync.Once
 
 	pageSize int64
 	fullStmt *sql.Stmt // the INSERT of rowsPerStatement records, prepared once
@@ -165,7 +165,8 @@ func Open(ctx context.Context, dir string, opt Options) (*Buffer, error) {
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxIdleTime(0)
 	db.SetConnMaxLifetime(0)
-	b := &Buffer{db: db, opt: opt, ch: make(chan entry, opt.QueueSize), done: make(chan struct{})}
+	b := &Buffer{db: db, opt: opt, ch: make(chan entry, opt.QueueSize), done: make(chan struct{}),
+		stopped: make(chan struct{})}
 	if err := b.init(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("metrics: open %s: %w", path, err)
@@ -176,7 +177,6 @@ func Open(ctx context.Context, dir string, opt Options) (*Buffer, error) {
 		perSec := float64(opt.BudgetBytesPerDay) / 86400
 		b.budget = newBucket(perSec, float64(opt.BudgetBytesPerDay)/24, now)
 	}
-	b.wg.Add(1)
 	go b.writer()
 	return b, nil
 }
@@ -224,12 +224,16 @@ func (b *Buffer) Record(r Record) {
 // Close writes what is queued and closes the database.
 func (b *Buffer) Close() error {
 	b.close.Do(func() { close(b.done) })
-	b.wg.Wait()
+	<-b.stopped
 	if b.fullStmt != nil {
 		b.fullStmt.Close()
 	}
 	return b.db.Close()
 }
+
+// ErrClosed is returned by Sync (and so CloseWindows) once Close has been
+// called.
+var ErrClosed = errors.New("metrics: closed")
 
 // Sync waits until every record queued before the call is written. The
 // windowing calls it; it blocks while the queue is full.
@@ -238,13 +242,23 @@ func (b *Buffer) Sync(ctx context.Context) error {
 	select {
 	case b.ch <- entry{sync: done}:
 	case <-b.done:
-		return errors.New("metrics: closed")
+		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// The marker may have been queued after the writer took its last
+	// entry (a send and a closed done are both ready when Sync races
+	// Close): then nobody will close it, and stopped says so.
 	select {
 	case <-done:
 		return nil
+	case <-b.stopped:
+		select {
+		case <-done: // taken and closed before the writer stopped
+			return nil
+		default:
+			return ErrClosed
+		}
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -257,7 +271,7 @@ type entry struct {
 }
 
 func (b *Buffer) writer() {
-	defer b.wg.Done()
+	defer close(b.stopped)
 	batch := make([]Record, 0, b.opt.BatchSize)
 	var syncs []chan struct{}
 	flush := func() {

@@ -172,18 +172,31 @@ func TestCarryForwardCap(t *testing.T) {
 }
 
 func TestHotPathNeverBlocks(t *testing.T) {
-	ctx := context.Background()
 	clk := &fakeClock{t: epoch0}
 	b := openBuffer(t, t.TempDir(), clk, func(o *Options) { o.QueueSize = 100 })
-	// Hold the database's one connection: the writer cannot write.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Hold the database's one connection: the writer cannot write. The
+	// test owns it until release; the cleanup, registered after
+	// openBuffer's and so run before Close, gives it back even when an
+	// assertion fails — else Close would wait forever for a writer that
+	// waits for this connection.
 	conn, err := b.db.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The writer takes at most one batch off the queue before it blocks.
+	var once sync.Once
+	release := func() { once.Do(func() { conn.Close() }) }
+	t.Cleanup(release)
+	waits := b.db.Stats().WaitCount
+	// The writer takes the record and waits for the connection. Only once
+	// the pool counts it waiting is it sure to take no more off the queue
+	// (an empty queue alone is not: it may still be emptying it).
 	b.Record(rec(epoch0, 1, 0, true))
-	deadline := time.Now().Add(5 * time.Second)
-	for len(b.ch) > 0 && time.Now().Before(deadline) {
+	for b.db.Stats().WaitCount == waits {
+		if ctx.Err() != nil {
+			t.Fatal("the writer never waited for the connection")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	for range 150 {
@@ -195,13 +208,36 @@ func TestHotPathNeverBlocks(t *testing.T) {
 	if st := b.lost.Load(); st != 0 {
 		t.Fatalf("lost %d", st)
 	}
-	conn.Close()
+	release()
 	if err := b.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	st, _ := b.Stats(ctx)
 	if st.Buffered != 101 || st.Dropped != 50 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestSyncAfterClose: a Sync racing or following Close returns ErrClosed
+// (or nil when its marker was written) rather than waiting forever on a
+// marker queued after the writer stopped.
+func TestSyncAfterClose(t *testing.T) {
+	b, err := Open(context.Background(), t.TempDir(), Options{Now: (&fakeClock{t: epoch0}).Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Record(rec(epoch0, 1, 0, true))
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Each Sync finds both its send and the closed done ready, and picks
+	// one at random: 100 tries miss the send with odds of 2^-100.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 100 {
+		if err := b.Sync(ctx); !errors.Is(err, ErrClosed) {
+			t.Fatalf("sync after close: %v, want ErrClosed", err)
+		}
 	}
 }
 
