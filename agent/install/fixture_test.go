@@ -317,6 +317,9 @@ type conn struct {
 	nc      net.Conn
 	chunks  atomic.Int64
 	onChunk func(n int64)
+	// gone is set by cut: what paho had already read off the socket is
+	// dropped too, so a cut is a cut however fast the broker was.
+	gone atomic.Bool
 }
 
 func (f *fixture) connect() *conn {
@@ -343,6 +346,7 @@ func (f *fixture) connect() *conn {
 
 // cut closes the TCP connection under paho, as a network fault.
 func (c *conn) cut() {
+	c.gone.Store(true)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.nc != nil {
@@ -363,6 +367,9 @@ func (l countingLink) Subscribe(ctx context.Context, name string, qos byte, deli
 		return l.Conn.Subscribe(ctx, name, qos, deliver)
 	}
 	return l.Conn.Subscribe(ctx, name, qos, func(b []byte) {
+		if l.c.gone.Load() {
+			return
+		}
 		n := l.c.chunks.Add(1)
 		deliver(b)
 		if l.c.onChunk != nil {
