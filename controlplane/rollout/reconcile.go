@@ -20,6 +20,12 @@ type Device struct {
 	// turn until it is back, rather than hold its stage.
 	Online         bool
 	Decommissioned bool
+	// DesiredRevision is the revision of the device's latest desired state
+	// (0: the caller does not track revisions), and ReportedRevision the
+	// desired revision its latest reported state answers. A device sent
+	// back is rolled back only on a report that answers the withdrawal.
+	DesiredRevision  uint64
+	ReportedRevision uint64
 }
 
 // Input is everything one reconciliation looks at. The reconciler reads
@@ -227,6 +233,12 @@ func (r *reconciler) observeDevice(d *Device, ds *DeviceState) {
 			r.decide(Decision{Kind: DecideStranded, Device: d.ID, Release: ds.RollbackTo, Reason: why})
 			break
 		}
+		// A report from before the device took in the withdrawal proves
+		// nothing: a canary only assigned still reports its previous
+		// release, and may yet activate the new one.
+		if d.DesiredRevision != 0 && d.ReportedRevision <= ds.RollbackAfterRevision {
+			break
+		}
 		a := m.GetActiveRelease()
 		back := m != nil && (a == ds.RollbackTo || ds.From != 0 && a == ds.From) ||
 			ds.From == 0 && ds.RollbackTo == 0 && a != r.release
@@ -338,6 +350,7 @@ func (r *reconciler) step() bool {
 					continue
 				}
 				ds.Phase, ds.RollbackMs, ds.RollbackTo = DeviceRollingBack, r.in.NowMs, back
+				ds.RollbackAfterRevision = r.devices[id].DesiredRevision
 				r.decide(Decision{Kind: DecideRollback, Device: id, Release: back, Reason: st.Reason})
 				// One that never switched is back already.
 				r.observeDevice(r.devices[id], ds)

@@ -95,6 +95,10 @@ type DeviceState struct {
 	RollbackTo   uint64 `json:"rollback_to,omitempty"`
 	RollbackMs   int64  `json:"rollback_ms,omitempty"`
 	RolledBackMs int64  `json:"rolled_back_ms,omitempty"`
+	// RollbackAfterRevision is the device's desired revision when it was
+	// sent back: the withdrawal is a later one, and only a report answering
+	// a later one shows where the device went.
+	RollbackAfterRevision uint64 `json:"rollback_after_revision,omitempty"`
 	// Reason: why it is incompatible, skipped or failed.
 	Reason string `json:"reason,omitempty"`
 }
