@@ -74,7 +74,7 @@ type Config struct {
 	Metrics    *expvar.Map              // counters; nil = a fresh private map (never published)
 	Dialer     Dialer                   // nil = PahoDialer{}
 	HTTPClient *http.Client             // for enrolment; nil = built from CAFile/CAFingerprint
-	Facts      func() *flotillapb.Facts // nil = firmware/hostfacts on "/"
+	Facts      func() *flotillapb.Facts // nil = firmware/hostfacts on "/"; the agent adds its runtimes
 
 	// Bundle staging (agent/install, in DataDir/bundles). Stager is told
 	// of each bundle staged in an inactive slot and Slots says which slot
@@ -89,6 +89,9 @@ type Config struct {
 	Models *ModelsConfig
 	// Fetch tunes bundle downloads; zero values take agent/fetch's defaults.
 	Fetch fetch.Options
+	// ChunkQuotaBytes caps the chunk store of downloaded bundles;
+	// 0 = agent/chunkstore's default (1 GiB).
+	ChunkQuotaBytes int64
 	// Telemetry tunes the metrics buffer and the drift summaries sent on
 	// dev/{id}/telemetry (telemetry.go); with Models only.
 	Telemetry TelemetryConfig

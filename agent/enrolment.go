@@ -67,7 +67,7 @@ func (a *Agent) ensureEnrolled(ctx context.Context, db *state.DB) (state.Identit
 	if err != nil {
 		return state.Identity{}, err
 	}
-	req := enrol.NewRequest(key, a.cfg.DeviceID, a.cfg.EnrolToken, a.cfg.Facts(), a.cfg.Labels)
+	req := enrol.NewRequest(key, a.cfg.DeviceID, a.cfg.EnrolToken, a.facts(), a.cfg.Labels)
 	for attempt := 0; ; attempt++ {
 		a.count(CounterEnrolAttempts)
 		resp, err := enrol.Enrol(ctx, client, a.cfg.ServerURL, req)

@@ -64,7 +64,7 @@ func (s *session) publishBirth(ctx context.Context, conn Conn) error {
 		DeviceId:        s.id.DeviceID,
 		AgentVersion:    s.a.cfg.Version,
 		ProtocolVersion: wire.ProtocolVersion,
-		Facts:           s.a.cfg.Facts(),
+		Facts:           s.a.facts(),
 		Labels:          labels,
 		BootTimeMs:      s.a.started.UnixMilli(),
 		SentAtMs:        s.nowMS(),

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -115,17 +114,7 @@ func (r *runtimes) wasmRuntime() (runtime.Runtime, bool) {
 
 // Available lists the runtimes a model may ask for now: the plugins in
 // the folder (started or not) and wasm, sorted.
-func (r *runtimes) Available() []string {
-	out := []string{"wasm"}
-	if r.dir != "" {
-		paths, _ := native.Discover(r.dir)
-		for _, p := range paths {
-			out = append(out, strings.TrimPrefix(filepath.Base(p), native.BinaryPrefix))
-		}
-	}
-	sort.Strings(out)
-	return out
-}
+func (r *runtimes) Available() []string { return runtimeNames(r.dir) }
 
 // pluginChanged is told of a change to a file in the plugin folder: a new
 // binary is available to the next lookup; a failed one is tried again.

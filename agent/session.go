@@ -120,7 +120,7 @@ func (a *Agent) newSession(_ context.Context, db *state.DB, id state.Identity, m
 	s := &session{a: a, db: db, id: id, scheme: scheme, url: url, tls: tc, inbox: ib, heartbeat: a.liveConfig().HeartbeatInterval,
 		routes: map[string]func([]byte){}, models: m, acks: make(chan *flotillapb.Ack, 256), teleKick: make(chan struct{}, 1)}
 	icfg := install.Config{Dir: stagingDir(a.cfg.DataDir), DeviceID: id.DeviceID, Scheme: scheme,
-		Stager: a.cfg.Stager, Slots: a.cfg.Slots, Fetch: a.cfg.Fetch, Now: a.clock.Now, Logger: a.log.With("component", "install")}
+		Stager: a.cfg.Stager, Slots: a.cfg.Slots, Fetch: a.cfg.Fetch, ChunkQuota: a.cfg.ChunkQuotaBytes, Now: a.clock.Now, Logger: a.log.With("component", "install")}
 	if m != nil {
 		icfg.Stager, icfg.Slots = m, m
 	}

@@ -9,8 +9,20 @@
 // half-written chunk that counts as present: a download resumes with
 // Missing, which lists only what the index holds no record of. Chunks are
 // shared across bundles, so a new version fetches only the chunks of the
-// files that changed. GC removes chunks that no manifest still in use (the
-// active and inactive slots', and one being fetched) references.
+// files that changed.
+//
+// Collect removes the chunks no live manifest names (collect.go): live is
+// what the caller says (the manifests of the active and staged slots) plus
+// every manifest Held for a download in progress. The store holds at most
+// Options.QuotaBytes of chunks: a Put that would go over collects first
+// (asking Options.Live for the live set) and, if still over, is refused
+// with ErrQuota, nothing written.
+//
+// Crash safety: Collect deletes index rows in one committed transaction
+// and only then the files, so a crash between the two leaves files with
+// no row, never a row without its file. Open repairs both directions: it
+// removes chunk files the index does not name (what such a crash, or a
+// torn write, leaves) and drops rows whose file is gone.
 package chunkstore
 
 import (
@@ -35,7 +47,21 @@ import (
 var (
 	ErrMismatch = errors.New("chunk does not match the manifest")
 	ErrNotFound = errors.New("chunk not in store")
+	ErrQuota    = errors.New("chunk store quota exceeded")
 )
+
+// DefaultQuota is the chunk store's byte quota when Options.QuotaBytes is 0.
+const DefaultQuota int64 = 1 << 30
+
+// Options tunes a Store.
+type Options struct {
+	// QuotaBytes caps the bytes of chunks held; 0 = DefaultQuota.
+	QuotaBytes int64
+	// Live lists the manifests in use (the active and staged slots'),
+	// for the collection a Put over quota runs first. Nil: such a Put
+	// collects nothing (only Held manifests are known) and is refused.
+	Live func() ([]*pb.BundleManifest, error)
+}
 
 // DBFile is the index's file name in the store's folder.
 const DBFile = "chunks.db"
@@ -60,16 +86,44 @@ type ChunkRef struct {
 
 // Store is the agent's chunk store. It is safe for concurrent use.
 type Store struct {
-	dir string
-	db  *sql.DB
+	dir  string
+	db   *sql.DB
+	opts Options
 
-	mu   sync.Mutex
-	have map[[32]byte]uint32 // the index, in memory: hash → length
+	// gate: Puts write under its read lock, Collect runs under its write
+	// lock, so a collection never removes the file of a chunk a Put is
+	// writing again.
+	gate sync.RWMutex
+
+	mu       sync.Mutex
+	have     map[[32]byte]uint32           // the index, in memory: hash → length
+	used     int64                         // bytes of the chunks in have
+	reserved int64                         // bytes of Puts under way
+	held     map[uint64]*pb.BundleManifest // manifests of downloads in progress
+	nextHold uint64
+
+	// afterIndexDelete, when set (tests), runs between Collect's committed
+	// index delete and its file removals; an error stops Collect there, as
+	// a crash would.
+	afterIndexDelete func() error
 }
 
-// Open opens (creating if needed) the chunk store in dir, removing any
-// temporary files a crash left behind.
+// Open opens (creating if needed) the chunk store in dir with the default
+// options.
 func Open(ctx context.Context, dir string) (*Store, error) {
+	return OpenOptions(ctx, dir, Options{})
+}
+
+// OpenOptions opens (creating if needed) the chunk store in dir, removing
+// any temporary files a crash left behind and repairing the index against
+// the chunk files (see the package comment).
+func OpenOptions(ctx context.Context, dir string, opts Options) (*Store, error) {
+	if opts.QuotaBytes < 0 {
+		return nil, fmt.Errorf("open chunk store: quota %d is negative", opts.QuotaBytes)
+	}
+	if opts.QuotaBytes == 0 {
+		opts.QuotaBytes = DefaultQuota
+	}
 	for _, d := range []string{dir, filepath.Join(dir, "chunks"), filepath.Join(dir, "tmp")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("open chunk store: %w", err)
@@ -83,8 +137,12 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 		return nil, fmt.Errorf("open chunk store: %w", err)
 	}
 	db.SetMaxOpenConns(1)
-	s := &Store{dir: dir, db: db, have: make(map[[32]byte]uint32)}
+	s := &Store{dir: dir, db: db, opts: opts, have: make(map[[32]byte]uint32), held: map[uint64]*pb.BundleManifest{}}
 	if err := s.load(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
+	}
+	if err := s.repair(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
 	}
@@ -108,6 +166,7 @@ func (s *Store) load(ctx context.Context) error {
 		}
 		if len(sum) == 32 {
 			s.have[[32]byte(sum)] = uint32(n)
+			s.used += n
 		}
 	}
 	return rows.Err()
@@ -163,7 +222,9 @@ func (s *Store) Missing(m *pb.BundleManifest) []ChunkRef {
 
 // Put verifies data against ref and stores it. Data of the wrong length or
 // hash is refused with ErrMismatch and leaves nothing behind; a chunk
-// already held is not written again.
+// already held is not written again. A chunk that would take the store
+// over its quota is refused with ErrQuota, nothing written, unless a
+// collection first makes room.
 func (s *Store) Put(ctx context.Context, ref ChunkRef, data []byte) error {
 	if len(data) != int(ref.Length) || sha256.Sum256(data) != ref.SHA256 {
 		return fmt.Errorf("put chunk %d/%d (%x): %w", ref.FileIndex, ref.ChunkIndex, ref.SHA256[:6], ErrMismatch)
@@ -171,6 +232,12 @@ func (s *Store) Put(ctx context.Context, ref ChunkRef, data []byte) error {
 	if s.Have(ref.SHA256) {
 		return nil
 	}
+	if err := s.reserve(ctx, int64(ref.Length)); err != nil {
+		return fmt.Errorf("put chunk %x: %w", ref.SHA256[:6], err)
+	}
+	defer s.unreserve(int64(ref.Length))
+	s.gate.RLock()
+	defer s.gate.RUnlock()
 	final := s.path(ref.SHA256)
 	if err := writeDurable(filepath.Join(s.dir, "tmp"), final, data); err != nil {
 		return fmt.Errorf("put chunk %x: %w", ref.SHA256[:6], err)
@@ -180,6 +247,9 @@ func (s *Store) Put(ctx context.Context, ref ChunkRef, data []byte) error {
 		return fmt.Errorf("put chunk %x: index: %w", ref.SHA256[:6], err)
 	}
 	s.mu.Lock()
+	if _, ok := s.have[ref.SHA256]; !ok {
+		s.used += int64(ref.Length)
+	}
 	s.have[ref.SHA256] = ref.Length
 	s.mu.Unlock()
 	return nil
@@ -206,10 +276,13 @@ func (s *Store) Read(ctx context.Context, sum [32]byte) ([]byte, error) {
 }
 
 func (s *Store) forget(ctx context.Context, sum [32]byte) error {
+	s.gate.Lock()
+	defer s.gate.Unlock()
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM chunks WHERE sha256 = ?`, sum[:]); err != nil {
 		return fmt.Errorf("forget chunk %x: %w", sum[:6], err)
 	}
 	s.mu.Lock()
+	s.used -= int64(s.have[sum])
 	delete(s.have, sum)
 	s.mu.Unlock()
 	if err := os.Remove(s.path(sum)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -220,3 +293,13 @@ func (s *Store) forget(ctx context.Context, sum [32]byte) error {
 
 // Dir returns the store's folder.
 func (s *Store) Dir() string { return s.dir }
+
+// Usage returns the bytes and count of the chunks held.
+func (s *Store) Usage() (bytes int64, chunks int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.used, len(s.have)
+}
+
+// Quota returns the store's byte quota.
+func (s *Store) Quota() int64 { return s.opts.QuotaBytes }

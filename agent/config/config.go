@@ -21,6 +21,7 @@
 //	infer_socket   = ""                 # "" = <data_dir>/infer.sock; "off" = none
 //	sideload_dir   = ""                 # "" = <data_dir>/sideload; "off" = none
 //	sideload_waive_director = false     # local authorisation to sideload without the director
+//	chunk_quota_bytes = 1073741824      # downloaded bundles' chunk store cap (1 GiB)
 //
 //	# telemetry (all optional; the defaults shown)
 //	metrics_window = "60s"              # drift summary window, at least 1s
@@ -72,6 +73,7 @@ type FileConfig struct {
 	InferSocket           string `toml:"infer_socket"`
 	SideloadDir           string `toml:"sideload_dir"`
 	SideloadWaiveDirector bool   `toml:"sideload_waive_director"`
+	ChunkQuotaBytes       int64  `toml:"chunk_quota_bytes"`
 
 	MetricsWindow              time.Duration `toml:"metrics_window"`
 	MetricsQuotaBytes          int64         `toml:"metrics_quota_bytes"`
@@ -195,6 +197,9 @@ func (fc FileConfig) Agent(exeDir string) (agent.Config, error) {
 	if fc.MetricsQuotaBytes != 0 && fc.MetricsQuotaBytes < MinMetricsQuota {
 		return agent.Config{}, fmt.Errorf("config: metrics_quota_bytes %d is under %d", fc.MetricsQuotaBytes, MinMetricsQuota)
 	}
+	if fc.ChunkQuotaBytes != 0 && fc.ChunkQuotaBytes < MinChunkQuota {
+		return agent.Config{}, fmt.Errorf("config: chunk_quota_bytes %d is under %d", fc.ChunkQuotaBytes, MinChunkQuota)
+	}
 	if fc.TelemetryBudgetBytesPerDay < 0 {
 		return agent.Config{}, errors.New("config: telemetry_budget_bytes_per_day is negative")
 	}
@@ -235,6 +240,7 @@ func (fc FileConfig) Agent(exeDir string) (agent.Config, error) {
 		TopicPrefix:       fc.TopicPrefix,
 		Labels:            fc.Labels,
 		HeartbeatInterval: fc.HeartbeatInterval,
+		ChunkQuotaBytes:   fc.ChunkQuotaBytes,
 		Telemetry: agent.TelemetryConfig{Window: fc.MetricsWindow, QuotaBytes: fc.MetricsQuotaBytes,
 			BudgetBytesPerDay: fc.TelemetryBudgetBytesPerDay},
 	}, nil
@@ -248,6 +254,10 @@ const (
 	MinMetricsQuota  = 1 << 20
 )
 
+// MinChunkQuota is the least chunk_quota_bytes (0 takes agent/chunkstore's
+// 1 GiB default): a bundle larger than the quota can never be fetched.
+const MinChunkQuota = 1 << 20
+
 // String renders the configuration with the enrol token redacted, for logs.
 func (fc FileConfig) String() string {
 	tok := ""
@@ -255,9 +265,9 @@ func (fc FileConfig) String() string {
 		tok = "[redacted]"
 	}
 	return fmt.Sprintf("data_dir=%s device_id=%s server=%s enrol_token=%s ca_file=%s ca_fingerprint=%s mqtt_url=%s topic_prefix=%s heartbeat_interval=%s labels=%v"+
-		" plugin_dir=%s ort_lib=%s infer_addr=%s infer_socket=%s sideload_dir=%s sideload_waive_director=%t"+
+		" plugin_dir=%s ort_lib=%s infer_addr=%s infer_socket=%s sideload_dir=%s sideload_waive_director=%t chunk_quota_bytes=%d"+
 		" metrics_window=%s metrics_quota_bytes=%d telemetry_budget_bytes_per_day=%d",
 		fc.DataDir, fc.DeviceID, fc.Server, tok, fc.CAFile, fc.CAFingerprint, fc.MQTTURL, fc.TopicPrefix, fc.HeartbeatInterval, fc.Labels,
-		fc.PluginDir, fc.ORTLib, fc.InferAddr, fc.InferSocket, fc.SideloadDir, fc.SideloadWaiveDirector,
+		fc.PluginDir, fc.ORTLib, fc.InferAddr, fc.InferSocket, fc.SideloadDir, fc.SideloadWaiveDirector, fc.ChunkQuotaBytes,
 		fc.MetricsWindow, fc.MetricsQuotaBytes, fc.TelemetryBudgetBytesPerDay)
 }

@@ -72,6 +72,34 @@ func TestDefaultsAndBadEnv(t *testing.T) {
 	}
 }
 
+// chunk_quota_bytes reaches agent.Config; 0 leaves agent/chunkstore's
+// default; under 1 MiB is refused.
+func TestChunkQuotaKey(t *testing.T) {
+	fc, err := LoadConfig(write(t, "chunk_quota_bytes = 268435456\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := fc.Agent("")
+	if err != nil || ac.ChunkQuotaBytes != 256<<20 {
+		t.Fatalf("chunk quota %d, %v; want %d", ac.ChunkQuotaBytes, err, 256<<20)
+	}
+	if !strings.Contains(fc.String(), "chunk_quota_bytes=268435456") {
+		t.Errorf("String() = %s", fc)
+	}
+	if ac, err := (FileConfig{}).Agent(""); err != nil || ac.ChunkQuotaBytes != 0 {
+		t.Fatalf("absent chunk_quota_bytes: %d, %v; want 0 (the default)", ac.ChunkQuotaBytes, err)
+	}
+	for _, bad := range []string{"chunk_quota_bytes = 1000\n", "chunk_quota_bytes = -1\n"} {
+		fc, err := LoadConfig(write(t, bad), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fc.Agent(""); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
 // The telemetry keys reach agent.Config; zero leaves agent/metrics'
 // defaults; out-of-range values are refused.
 func TestTelemetryKeys(t *testing.T) {

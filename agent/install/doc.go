@@ -30,9 +30,14 @@
 //
 //	roots/{release,director}.root.json  the roots given at enrolment (Provision)
 //	trust/                              agent/trust's durable state
-//	chunks/                             agent/chunkstore
+//	chunks/                             agent/chunkstore (under Config.ChunkQuota)
 //	models/<model>/{a,b}                slots; <slot>.manifest beside each
 //	staged.json                         what is staged, per model
+//
+// After an Apply that staged something, the chunks neither the active nor
+// the staged slot of any model names are collected (collect.go); the
+// bundle being fetched is Held in the chunk store throughout, so a Put
+// over quota never collects its own chunks.
 //
 // The package talks to MQTT only through the small Link interface (what
 // agent/fetch needs), so the agent's session and tests plug in their own.

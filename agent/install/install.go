@@ -71,8 +71,10 @@ type Config struct {
 	// ManifestTimeout bounds the wait for a retained manifest; 0 = 30 s.
 	ManifestTimeout time.Duration
 	Limits          unpack.Limits
-	Now             func() time.Time // nil: time.Now
-	Logger          *slog.Logger     // nil: discard
+	// ChunkQuota caps the chunk store's bytes; 0 = chunkstore.DefaultQuota.
+	ChunkQuota int64
+	Now        func() time.Time // nil: time.Now
+	Logger     *slog.Logger     // nil: discard
 }
 
 // Installer stages bundles. Apply calls are serialised.
@@ -107,11 +109,13 @@ func Open(ctx context.Context, cfg Config) (*Installer, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "models"), 0o700); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
-	cs, err := chunkstore.Open(ctx, filepath.Join(cfg.Dir, "chunks"))
+	in := &Installer{cfg: cfg, staged: map[string]Staged{}, errs: map[string]string{}}
+	cs, err := chunkstore.OpenOptions(ctx, filepath.Join(cfg.Dir, "chunks"),
+		chunkstore.Options{QuotaBytes: cfg.ChunkQuota, Live: in.liveManifests})
 	if err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
-	in := &Installer{cfg: cfg, chunks: cs, staged: map[string]Staged{}, errs: map[string]string{}}
+	in.chunks = cs
 	b, err := os.ReadFile(in.stagedPath())
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -204,6 +208,14 @@ func (in *Installer) Apply(ctx context.Context, link Link, release, director map
 		return nil, err
 	}
 	var out []Outcome
+	defer func() {
+		for _, o := range out {
+			if o.Staged != nil {
+				in.collectChunks(ctx) // collect.go
+				return
+			}
+		}
+	}()
 	for _, t := range targets {
 		if t.ReleaseCounter <= v.InstalledCounter(t.Model) {
 			continue // staged (or installed) already

@@ -44,6 +44,7 @@ func (in *Installer) stage(ctx context.Context, link Link, v *trust.Verifier, t 
 		return fail(fmt.Errorf("manifest names %s release %d, the release repository %s release %d: %w",
 			m.GetName(), m.GetRelease(), t.Model, t.ReleaseCounter, ErrManifestMismatch))
 	}
+	defer in.chunks.Hold(m)() // its chunks are live until it is staged (collect.go)
 	opts := in.cfg.Fetch
 	opts.DeviceID, opts.Digest, opts.Scheme = in.cfg.DeviceID, t.SHA256, in.cfg.Scheme
 	opts.Progress = func(p fetch.Progress) { rep.fetched(ctx, p) }

@@ -17,7 +17,6 @@ import (
 	"github.com/flotilla-edge/flotilla/controlplane/pki"
 	"github.com/flotilla-edge/flotilla/controlplane/server"
 	"github.com/flotilla-edge/flotilla/controlplane/store"
-	"github.com/flotilla-edge/flotilla/firmware/hostfacts"
 	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/wire"
 )
@@ -219,22 +218,14 @@ func TestRolloutThroughServer(t *testing.T) {
 	}
 }
 
-// startRolloutAgent is startModelAgent with the host's facts plus the
-// ONNX runtime it runs, which the rollout's preflight asks for. (The agent
-// does not list its runtimes in its facts by itself yet.)
+// startRolloutAgent is startModelAgent with the host's facts: the agent
+// lists the ONNX runtime (its plugin folder) in them by itself, which the
+// rollout's preflight asks for.
 func startRolloutAgent(t *testing.T, o operator, id, dataDir, token string) {
 	t.Helper()
 	a, err := agent.New(agent.Config{DataDir: dataDir, DeviceID: id, ServerURL: o.srv.APIURL(), EnrolToken: token,
 		CAFingerprint: o.srv.CAFingerprint(), MQTTURL: o.srv.MQTTURL(), HeartbeatInterval: time.Second, Version: "rollouts-test",
 		Logger: testLogger(t),
-		Facts: func() *pb.Facts {
-			f, _ := hostfacts.Discover("/")
-			if f == nil {
-				f = &pb.Facts{}
-			}
-			f.Runtimes = append(f.Runtimes, &pb.RuntimeInfo{Name: "onnx"})
-			return f
-		},
 		Models: &agent.ModelsConfig{PluginDir: onnxPluginDir(t), ORTLib: ortLib(t), InferAddr: "127.0.0.1:0",
 			InferSocket: filepath.Join(dataDir, agent.InferSocketName),
 			Lifecycle: lifecycle.Config{CheckInterval: 50 * time.Millisecond,
