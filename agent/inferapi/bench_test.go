@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -100,6 +101,30 @@ func measure(b *testing.B, clients int, fn func() error) {
 	b.ReportMetric(float64(b.N)/el.Seconds(), "req/s")
 }
 
+// measureIdle is measure for one client that leaves the process idle
+// for 200 µs before each call, as a request arriving from another
+// process does: the call then pays for waking the plugin's threads,
+// which back-to-back calls never do. Only the call is timed.
+func measureIdle(b *testing.B, fn func() error) {
+	lat := make([]time.Duration, b.N)
+	b.ResetTimer()
+	var busy time.Duration
+	for n := range b.N {
+		time.Sleep(200 * time.Microsecond)
+		t := time.Now()
+		if err := fn(); err != nil {
+			b.Fatal(err)
+		}
+		lat[n] = time.Since(t)
+		busy += lat[n]
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(a, c int) bool { return lat[a] < lat[c] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(b.N)/busy.Seconds(), "req/s")
+}
+
 type benchCase struct {
 	name   string
 	bundle string
@@ -137,10 +162,22 @@ func mobilenetCase(b *testing.B) benchCase {
 // BenchmarkInfer compares, side by side in one run, calling the ONNX
 // plugin directly with going through the local API on loopback (JSON for
 // digits, the binary tensor extension for mobilenetv2), at 1, 4 and 16
-// concurrent clients. lifecycle is the lifecycle's Infer (counters,
-// release lookup) without HTTP; http-floor is net/http alone on the same
-// loopback transport (read the body, answer a canned response of the
-// API's size): api − lifecycle − http-floor is what the handler adds.
+// concurrent clients. Rows:
+//   - direct: the plugin's Infer, calls back to back;
+//   - direct-idle: the same with the process idle before each call, as a
+//     request from another process finds it (the plugin's threads must be
+//     woken: on a 2-core VM this alone costs 60–80 µs);
+//   - lifecycle: the lifecycle's Infer (counters, release lookup);
+//   - handler: the API's handler called in process (decode, limiter,
+//     lifecycle, encode) without a network;
+//   - http-floor: net/http alone on the same loopback transport (read the
+//     body, answer a canned response of the API's size);
+//   - api: the API over loopback TCP from a client in this process;
+//   - http-floor-ext, api-ext: the same from a client in its own process
+//     (a KServe client is one), see measureExternal.
+//
+// handler − lifecycle is the API's own code; api − direct-idle is what a
+// caller pays for the API over calling the plugin itself.
 func BenchmarkInfer(b *testing.B) {
 	for _, mk := range []func(*testing.B) benchCase{digitsCase, mobilenetCase} {
 		c := mk(b)
@@ -184,10 +221,33 @@ func BenchmarkInfer(b *testing.B) {
 					return err
 				})
 			})
+			if clients == 1 {
+				b.Run(fmt.Sprintf("%s/direct-idle/clients=1", c.name), func(b *testing.B) {
+					measureIdle(b, func() error {
+						_, err := direct.Infer(context.Background(), in)
+						return err
+					})
+				})
+			}
 			b.Run(fmt.Sprintf("%s/lifecycle/clients=%d", c.name, clients), func(b *testing.B) {
 				measure(b, clients, func() error {
 					_, err := l.Infer(context.Background(), c.name, in)
 					return err
+				})
+			})
+			b.Run(fmt.Sprintf("%s/handler/clients=%d", c.name, clients), func(b *testing.B) {
+				h := s.Handler()
+				measure(b, clients, func() error {
+					req := httptest.NewRequest(http.MethodPost, url, bytes.NewReader(c.body))
+					for k, v := range c.header {
+						req.Header.Set(k, v)
+					}
+					rec := httptest.NewRecorder()
+					h.ServeHTTP(rec, req)
+					if rec.Code != 200 {
+						return fmt.Errorf("status %d", rec.Code)
+					}
+					return nil
 				})
 			})
 			b.Run(fmt.Sprintf("%s/http-floor/clients=%d", c.name, clients), func(b *testing.B) {
@@ -195,6 +255,12 @@ func BenchmarkInfer(b *testing.B) {
 			})
 			b.Run(fmt.Sprintf("%s/api/clients=%d", c.name, clients), func(b *testing.B) {
 				measure(b, clients, call(url))
+			})
+			b.Run(fmt.Sprintf("%s/http-floor-ext/clients=%d", c.name, clients), func(b *testing.B) {
+				measureExternal(b, clients, floorURL, c)
+			})
+			b.Run(fmt.Sprintf("%s/api-ext/clients=%d", c.name, clients), func(b *testing.B) {
+				measureExternal(b, clients, url, c)
 			})
 		}
 		direct.Close()

@@ -28,6 +28,9 @@ import (
 var pluginDir string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(loadClientEnv) != "" {
+		os.Exit(runLoadClient())
+	}
 	dir, err := os.MkdirTemp("", "inferapi-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
