@@ -13,7 +13,9 @@
 //
 // Collect removes the chunks no live manifest names (collect.go): live is
 // what the caller says (the manifests of the active and staged slots) plus
-// every manifest Held for a download in progress. The store holds at most
+// every manifest Held for a download in progress in this process and every
+// one Pinned, in the index, for a download that has started and not
+// finished (pin.go), so a cut download keeps its chunks across restarts. The store holds at most
 // Options.QuotaBytes of chunks: a Put that would go over collects first
 // (asking Options.Live for the live set) and, if still over, is refused
 // with ErrQuota, nothing written.
@@ -101,6 +103,7 @@ type Store struct {
 	reserved int64                         // bytes of Puts under way
 	held     map[uint64]*pb.BundleManifest // manifests of downloads in progress
 	nextHold uint64
+	pins     map[string]*pb.BundleManifest // Pinned downloads, by key (pin.go)
 
 	// afterIndexDelete, when set (tests), runs between Collect's committed
 	// index delete and its file removals; an error stops Collect there, as
@@ -137,8 +140,13 @@ func OpenOptions(ctx context.Context, dir string, opts Options) (*Store, error) 
 		return nil, fmt.Errorf("open chunk store: %w", err)
 	}
 	db.SetMaxOpenConns(1)
-	s := &Store{dir: dir, db: db, opts: opts, have: make(map[[32]byte]uint32), held: map[uint64]*pb.BundleManifest{}}
+	s := &Store{dir: dir, db: db, opts: opts, have: make(map[[32]byte]uint32),
+		held: map[uint64]*pb.BundleManifest{}, pins: map[string]*pb.BundleManifest{}}
 	if err := s.load(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
+	}
+	if err := s.loadPins(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
 	}

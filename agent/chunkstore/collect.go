@@ -33,9 +33,9 @@ func (s *Store) Hold(m *pb.BundleManifest) (release func()) {
 	}
 }
 
-// Collect removes every chunk that neither a manifest of live nor a Held
-// one names, and returns how many chunks and bytes it freed. live must
-// hold every manifest still in use: the active and staged slots'.
+// Collect removes every chunk that no manifest of live, no Held one and no
+// Pinned one names, and returns how many chunks and bytes it freed. live
+// must hold every manifest still in use: the active and staged slots'.
 //
 // The index rows go first, in one committed transaction, then the files:
 // a crash in between leaves only files with no row, which Open removes.
@@ -54,6 +54,9 @@ func (s *Store) Collect(ctx context.Context, live []*pb.BundleManifest) (removed
 
 	s.mu.Lock()
 	for _, m := range s.held {
+		mark(m)
+	}
+	for _, m := range s.pins {
 		mark(m)
 	}
 	var dead [][32]byte

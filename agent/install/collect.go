@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/flotilla-edge/flotilla/agent/trust"
 	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/wire"
 )
@@ -82,6 +83,26 @@ func (in *Installer) collectChunks(ctx context.Context) {
 	}
 	if n > 0 {
 		in.cfg.Logger.Info("chunks collected", "chunks", n, "bytes", freed)
+	}
+}
+
+// unpinSuperseded drops the download pins (stage.go) of releases the
+// desired state no longer asks for: a model that is no longer desired, or
+// whose desired release is another, or one that is staged already.
+func (in *Installer) unpinSuperseded(ctx context.Context, v *trust.Verifier, targets []trust.Target) {
+	for model, m := range in.chunks.Pins() {
+		wanted := false
+		for _, t := range targets {
+			if t.Model == model && t.ReleaseCounter == m.GetRelease() && t.ReleaseCounter > v.InstalledCounter(model) {
+				wanted = true
+			}
+		}
+		if wanted {
+			continue
+		}
+		if err := in.chunks.Unpin(ctx, model); err != nil {
+			in.cfg.Logger.Warn("download pin not dropped", "model", model, "err", err)
+		}
 	}
 }
 

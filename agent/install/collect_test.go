@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/flotilla-edge/flotilla/agent/chunkstore"
+	"github.com/flotilla-edge/flotilla/agent/fetch"
 	"github.com/flotilla-edge/flotilla/agent/install"
 	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
 )
@@ -93,4 +94,84 @@ func (f *fixture) applyOne(ctx context.Context, in *install.Installer, c *conn, 
 	f.t.Helper()
 	outs, err := f.apply(ctx, in, c.link(), f.assign(bo))
 	return one(f.t, outs, err, bo.counter)
+}
+
+// TestCutDownloadKeepsChunksThroughCollection: a download cut short keeps
+// its chunks, across a restart, through a collection that names no slot
+// of it (as another model's staging runs), and resumes fetching only
+// what it lacked; once staged it is no longer pinned. A cut download the
+// desired state no longer names is unpinned, and its chunks go.
+func TestCutDownloadKeepsChunksThroughCollection(t *testing.T) {
+	f := newFixture(t)
+	b1 := f.release(f.build(1, nil), 1)
+	in := f.open(nil)
+	c := f.connect()
+	c.onChunk = func(n int64) {
+		if n == 5 {
+			c.cut()
+		}
+	}
+	ctx := context.Background()
+	if o := f.applyOne(ctx, in, c, b1); !errors.Is(o.Err, fetch.ErrIncomplete) {
+		t.Fatalf("cut fetch: %+v, want ErrIncomplete", o)
+	}
+	first := c.chunks.Load()
+	in.Close()
+
+	in = f.open(nil) // a restart
+	if pins := in.Chunks().Pins(); pins[model].GetRelease() != 1 {
+		t.Fatalf("pins after the restart: %v, want release 1 of %s", pins, model)
+	}
+	_, held := in.Chunks().Usage()
+	if n, _, err := in.Chunks().Collect(ctx, nil); err != nil || n != 0 {
+		t.Fatalf("collection with the cut download pinned removed %d chunks (%v), want none of its %d", n, err, held)
+	}
+	c2 := f.connect()
+	if o := f.applyOne(ctx, in, c2, b1); o.Err != nil || o.Staged == nil {
+		t.Fatalf("resumed: %+v", o)
+	}
+	if again := first + c2.chunks.Load() - int64(totalChunks(b1.m)); again > 1 {
+		t.Errorf("received %d+%d chunks for %d: %d again, want at most the one cut", first, c2.chunks.Load(), totalChunks(b1.m), again)
+	}
+	if pins := in.Chunks().Pins(); len(pins) != 0 {
+		t.Fatalf("pins after staging: %v", pins)
+	}
+
+	// Release 2 adds a file of fresh chunks; its download is cut, then
+	// the desired state names release 1 again: the pin goes, and so do
+	// release 2's chunks at the next collection.
+	b2 := f.release(f.build(2, func(d string) {
+		big := make([]byte, 12*pb.MinChunkSize)
+		for i := range big {
+			big[i] = byte(i * 7 % 251)
+		}
+		if err := os.WriteFile(filepath.Join(d, "extra.bin"), big, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}), 2)
+	c3 := f.connect()
+	c3.onChunk = func(n int64) {
+		if n == 4 {
+			c3.cut()
+		}
+	}
+	if o := f.applyOne(ctx, in, c3, b2); !errors.Is(o.Err, fetch.ErrIncomplete) {
+		t.Fatalf("cut fetch of release 2: %+v, want ErrIncomplete", o)
+	}
+	if in.Chunks().Pins()[model].GetRelease() != 2 {
+		t.Fatalf("pins after the cut of release 2: %v", in.Chunks().Pins())
+	}
+	c4 := f.connect()
+	if outs, err := f.apply(ctx, in, c4.link(), f.assign(b1)); err != nil || len(outs) != 0 {
+		t.Fatalf("desired state naming release 1 again: %+v, %v; want nothing to stage", outs, err)
+	}
+	if pins := in.Chunks().Pins(); len(pins) != 0 {
+		t.Fatalf("release 2 still pinned after the desired state dropped it: %v", pins)
+	}
+	if _, _, err := in.Chunks().Collect(ctx, []*pb.BundleManifest{b1.m}); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := in.Chunks().Usage(); n != totalChunks(b1.m) {
+		t.Fatalf("%d chunks held after collecting, want release 1's %d alone", n, totalChunks(b1.m))
+	}
 }

@@ -36,8 +36,11 @@
 //
 // After an Apply that staged something, the chunks neither the active nor
 // the staged slot of any model names are collected (collect.go); the
-// bundle being fetched is Held in the chunk store throughout, so a Put
-// over quota never collects its own chunks.
+// bundle being fetched is Pinned in the chunk store from its manifest
+// until it is staged, durably, so neither a Put over quota nor another
+// model's collection takes its chunks, also after a failed fetch or a
+// restart; an Apply whose desired state no longer names that release
+// unpins it.
 //
 // The package talks to MQTT only through the small Link interface (what
 // agent/fetch needs), so the agent's session and tests plug in their own.

@@ -207,6 +207,7 @@ func (in *Installer) Apply(ctx context.Context, link Link, release, director map
 	if err != nil {
 		return nil, err
 	}
+	in.unpinSuperseded(ctx, v, targets)
 	var out []Outcome
 	defer func() {
 		for _, o := range out {

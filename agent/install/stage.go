@@ -44,7 +44,13 @@ func (in *Installer) stage(ctx context.Context, link Link, v *trust.Verifier, t 
 		return fail(fmt.Errorf("manifest names %s release %d, the release repository %s release %d: %w",
 			m.GetName(), m.GetRelease(), t.Model, t.ReleaseCounter, ErrManifestMismatch))
 	}
-	defer in.chunks.Hold(m)() // its chunks are live until it is staged (collect.go)
+	// Its chunks are live until it is staged, also across a failed fetch
+	// and a restart, so another model's collection never takes what this
+	// download already has (collect.go); a newer desired release, or none,
+	// unpins it (Apply).
+	if err := in.chunks.Pin(ctx, t.Model, m); err != nil {
+		return fail(err)
+	}
 	opts := in.cfg.Fetch
 	opts.DeviceID, opts.Digest, opts.Scheme = in.cfg.DeviceID, t.SHA256, in.cfg.Scheme
 	opts.Progress = func(p fetch.Progress) { rep.fetched(ctx, p) }
@@ -76,6 +82,9 @@ func (in *Installer) stage(ctx context.Context, link Link, v *trust.Verifier, t 
 	in.mu.Unlock()
 	if err := in.saveStaged(); err != nil {
 		return fail(err)
+	}
+	if err := in.chunks.Unpin(ctx, t.Model); err != nil {
+		log.Warn("download pin not dropped", "err", err) // the staged slot names the same chunks
 	}
 	rep.send(ctx, pb.FetchProgress_STATE_STAGED, "")
 	log.Info("bundle staged", "slot", slot, "dir", dir)
