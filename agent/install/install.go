@@ -221,6 +221,14 @@ func (in *Installer) Apply(ctx context.Context, link Link, release, director map
 		if t.ReleaseCounter <= v.InstalledCounter(t.Model) {
 			continue // staged (or installed) already
 		}
+		if in.stagedAlready(t) {
+			// A crash after staged.json was written and before the
+			// counter floor was raised (stage.go): raise it now.
+			if err := v.RecordInstalled(t); err != nil {
+				in.cfg.Logger.Warn("counter floor of a staged release not raised", "model", t.Model, "release", t.ReleaseCounter, "err", err)
+			}
+			continue
+		}
 		st, err := in.stage(ctx, link, v, t)
 		in.mu.Lock()
 		if err != nil {
@@ -232,6 +240,15 @@ func (in *Installer) Apply(ctx context.Context, link Link, release, director map
 		out = append(out, Outcome{Model: t.Model, Release: t.ReleaseCounter, Staged: st, Err: err})
 	}
 	return out, nil
+}
+
+// stagedAlready reports whether t is the release staged for its model,
+// the same bundle.
+func (in *Installer) stagedAlready(t trust.Target) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	st, ok := in.staged[t.Model]
+	return ok && st.Release == t.ReleaseCounter && st.Digest == t.SHA256 && st.Target == t.Path
 }
 
 // SetError records a refusal for a model's report (Apply records its own).

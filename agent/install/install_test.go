@@ -414,3 +414,64 @@ func TestNewerDesiredStateSupersedes(t *testing.T) {
 	}
 	sameSnapshot(t, before, snapshot(t, f.dir))
 }
+
+// TestCrashBeforeCounterFloor: staged.json is written before the
+// release counter floor is raised; a crash in between (simulated by
+// lowering the floor in the trust state) leaves release 1 staged, and the
+// next Apply raises the floor without staging it again.
+func TestCrashBeforeCounterFloor(t *testing.T) {
+	f := newFixture(t)
+	b1 := f.release(f.build(1, nil), 1)
+	in := f.open(nil)
+	ctx := context.Background()
+	if o := f.applyOne(ctx, in, f.connect(), b1); o.Err != nil || o.Staged == nil {
+		t.Fatalf("staging: %+v", o)
+	}
+	in.Close()
+	counter := func() uint64 {
+		var st struct {
+			Counters map[string]uint64 `json:"counters"`
+		}
+		b, err := os.ReadFile(filepath.Join(f.dir, "trust", "trust.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Counters[model]
+	}
+	if counter() != 1 {
+		t.Fatalf("counter floor %d after staging, want 1", counter())
+	}
+	// The crash: the floor as it was before the staging.
+	p := filepath.Join(f.dir, "trust", "trust.json")
+	var raw map[string]json.RawMessage
+	b, _ := os.ReadFile(p)
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	raw["counters"] = json.RawMessage(`{}`)
+	b, _ = json.Marshal(raw)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	in = f.open(nil)
+	before := snapshot(t, f.dir)
+	c := f.connect()
+	outs, err := f.apply(ctx, in, c.link(), f.assign(b1))
+	if err != nil || len(outs) != 0 {
+		t.Fatalf("apply after the crash: %+v, %v; want nothing staged again", outs, err)
+	}
+	if n := c.chunks.Load(); n != 0 {
+		t.Fatalf("%d chunks fetched again", n)
+	}
+	sameSnapshot(t, before, snapshot(t, f.dir))
+	if counter() != 1 {
+		t.Fatalf("counter floor %d after the repair, want 1", counter())
+	}
+	if st := in.Staged()[model]; st.Release != 1 {
+		t.Fatalf("staged after the repair: %+v", st)
+	}
+}

@@ -72,15 +72,24 @@ func (in *Installer) stage(ctx context.Context, link Link, v *trust.Verifier, t 
 	if err := state.WriteFileAtomic(filepath.Join(mdir, slot+".manifest"), raw, 0o600); err != nil {
 		return fail(err)
 	}
-	if err := v.RecordInstalled(t); err != nil {
-		return fail(err)
-	}
+	// staged.json first, then the counter floor: a crash in between
+	// leaves a staged release whose floor Apply raises (install.go); the
+	// other order left a floor that skipped a release never staged.
 	st := Staged{Model: t.Model, Release: t.ReleaseCounter, Version: t.Version, Digest: t.SHA256, Target: t.Path,
 		Slot: slot, Dir: dir, At: in.cfg.Now().UTC()}
 	in.mu.Lock()
+	prev, hadPrev := in.staged[t.Model]
 	in.staged[t.Model] = st
 	in.mu.Unlock()
 	if err := in.saveStaged(); err != nil {
+		in.unstage(t.Model, prev, hadPrev)
+		return fail(err)
+	}
+	if err := v.RecordInstalled(t); err != nil {
+		in.unstage(t.Model, prev, hadPrev)
+		if serr := in.saveStaged(); serr != nil {
+			log.Warn("staged.json not restored", "err", serr)
+		}
 		return fail(err)
 	}
 	if err := in.chunks.Unpin(ctx, t.Model); err != nil {
@@ -95,6 +104,18 @@ func (in *Installer) stage(ctx context.Context, link Link, v *trust.Verifier, t 
 		}
 	}
 	return &st, nil
+}
+
+// unstage puts back what was staged for model before a staging that
+// failed.
+func (in *Installer) unstage(model string, prev Staged, had bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if had {
+		in.staged[model] = prev
+	} else {
+		delete(in.staged, model)
+	}
 }
 
 // manifest waits for the bundle's retained manifest.
