@@ -173,6 +173,7 @@ func mobilenetCase(b *testing.B) benchCase {
 //   - http-floor: net/http alone on the same loopback transport (read the
 //     body, answer a canned response of the API's size);
 //   - api: the API over loopback TCP from a client in this process;
+//   - api-unix: the same over the agent's unix socket (DATA/infer.sock);
 //   - http-floor-ext, api-ext: the same from a client in its own process
 //     (a KServe client is one), see measureExternal.
 //
@@ -191,18 +192,19 @@ func BenchmarkInfer(b *testing.B) {
 			b.Fatal(err)
 		}
 		s := New(Config{Models: l, Concurrency: 16, MaxQueue: 64})
-		tcp, _, base := serve(b, s)
+		tcp, unix, base := serve(b, s)
 		tcp.Transport = &http.Transport{MaxIdleConnsPerHost: 32}
+		unix.Transport.(*http.Transport).MaxIdleConnsPerHost = 32
 		url := base + "/v2/models/" + c.name + "/infer"
 		in := []runtime.Tensor{c.input}
 		floorURL := httpFloor(b, tcp, url, c)
-		call := func(url string) func() error {
+		callWith := func(client *http.Client, url string) func() error {
 			return func() error {
 				req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(c.body))
 				for k, v := range c.header {
 					req.Header.Set(k, v)
 				}
-				resp, err := tcp.Do(req)
+				resp, err := client.Do(req)
 				if err != nil {
 					return err
 				}
@@ -214,6 +216,7 @@ func BenchmarkInfer(b *testing.B) {
 				return err
 			}
 		}
+		call := func(url string) func() error { return callWith(tcp, url) }
 		for _, clients := range []int{1, 4, 16} {
 			b.Run(fmt.Sprintf("%s/direct/clients=%d", c.name, clients), func(b *testing.B) {
 				measure(b, clients, func() error {
@@ -255,6 +258,9 @@ func BenchmarkInfer(b *testing.B) {
 			})
 			b.Run(fmt.Sprintf("%s/api/clients=%d", c.name, clients), func(b *testing.B) {
 				measure(b, clients, call(url))
+			})
+			b.Run(fmt.Sprintf("%s/api-unix/clients=%d", c.name, clients), func(b *testing.B) {
+				measure(b, clients, callWith(unix, "http://agent/v2/models/"+c.name+"/infer"))
 			})
 			b.Run(fmt.Sprintf("%s/http-floor-ext/clients=%d", c.name, clients), func(b *testing.B) {
 				measureExternal(b, clients, floorURL, c)
