@@ -40,6 +40,7 @@ func run() error {
 	)
 	fs := flag.NewFlagSet("flotilla-server", flag.ContinueOnError)
 	fs.StringVar(&cfg.DataDir, "data-dir", env("FLOTILLA_DATA_DIR", "flotilla-data"), "data folder: database, CA, admin token")
+	fs.StringVar(&cfg.Database, "database", env("FLOTILLA_DATABASE_URL", ""), "PostgreSQL URL (postgres://user@host:5432/db; password in PGPASSWORD); default: SQLite in the data folder")
 	fs.StringVar(&cfg.Listen, "listen", env("FLOTILLA_LISTEN", ":8443"), "HTTPS API address")
 	fs.StringVar(&cfg.MQTTListen, "mqtt-listen", env("FLOTILLA_MQTT_LISTEN", ":8883"), "embedded broker's MQTT-over-TLS address")
 	fs.StringVar(&hosts, "hosts", env("FLOTILLA_HOSTS", ""), "comma-separated names and IPs devices use to reach this server (certificate SANs)")

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"strconv"
 	"sync"
 	"time"
@@ -37,6 +38,10 @@ import (
 // on first start.
 type Config struct {
 	DataDir string
+	// Database is the store: "" for SQLite in DataDir (flotilla.db), or a
+	// PostgreSQL URL (postgres://user@host:5432/db; the password is best
+	// left to PGPASSWORD) that several replicas may share.
+	Database string
 	// Listen is the HTTPS API's address; default ":8443".
 	Listen string
 	// MQTTListen is the embedded broker's address; default ":8883".
@@ -150,13 +155,14 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	}
 	s = &Server{cfg: cfg, log: cfg.Logger, scheme: scheme, metrics: new(expvar.Map).Init()}
 	s.life, s.end = context.WithCancel(context.Background())
+	started := s // the returns below set s to nil
 	defer func() {
 		if err != nil {
-			s.Close()
+			started.Close()
 		}
 	}()
 
-	if s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "flotilla.db")); err != nil {
+	if s.store, err = openStore(ctx, cfg); err != nil {
 		return nil, err
 	}
 	if err = s.openCA(); err != nil {
@@ -385,6 +391,18 @@ func (s *Server) CAFingerprint() string { return s.ca.Fingerprint() }
 // AdminToken is the admin API token made on first start, or "" when the
 // store already had tokens.
 func (s *Server) AdminToken() string { return s.adminToken }
+
+// openStore opens the database Config.Database names.
+func openStore(ctx context.Context, cfg Config) (*store.Store, error) {
+	switch {
+	case cfg.Database == "":
+		return store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "flotilla.db"))
+	case strings.HasPrefix(cfg.Database, "postgres://"), strings.HasPrefix(cfg.Database, "postgresql://"):
+		return store.OpenPostgres(ctx, cfg.Database)
+	default:
+		return nil, fmt.Errorf("database: %w: want a postgres:// URL, or nothing for SQLite in the data folder", store.ErrInvalid)
+	}
+}
 
 // Store is the server's store, for tests and tools in-process.
 func (s *Server) Store() *store.Store { return s.store }

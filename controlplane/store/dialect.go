@@ -46,7 +46,7 @@ var sqliteDialect = &dialect{
 	},
 }
 
-// postgresDialect is ready for the PostgreSQL backend; nothing opens it yet.
+// postgresDialect is the PostgreSQL backend's (OpenPostgres).
 var postgresDialect = &dialect{
 	name:          "postgres",
 	dollarParams:  true,
@@ -59,8 +59,7 @@ var postgresDialect = &dialect{
 		"{{serial_pk}}", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
 	),
 	uniqueViolation: func(err error) bool {
-		// pgconn.PgError has SQLState; matching the method keeps pgx out of
-		// this package until the backend lands.
+		// *pgconn.PgError has SQLState; 23505 is unique_violation.
 		var e interface{ SQLState() string }
 		return errors.As(err, &e) && e.SQLState() == "23505"
 	},

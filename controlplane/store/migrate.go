@@ -71,7 +71,17 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	if _, err := s.wdb.ExecContext(ctx, createSchemaMigrations); err != nil {
+	// Under the migration lock too: PostgreSQL's CREATE TABLE IF NOT
+	// EXISTS can still collide with the same statement in another replica.
+	if err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if s.d.migrationLock != "" {
+			if _, err := tx.ExecContext(ctx, s.d.migrationLock); err != nil {
+				return fmt.Errorf("lock: %w", err)
+			}
+		}
+		_, err := tx.ExecContext(ctx, createSchemaMigrations)
+		return err
+	}); err != nil {
 		return fmt.Errorf("migrate: create schema_migrations: %w", err)
 	}
 	cur, err := s.SchemaVersion(ctx)
