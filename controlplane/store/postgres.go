@@ -70,4 +70,3 @@ func redactDSN(msg string) string {
 
 // Backend names the database the store runs on: "sqlite" or "postgres".
 func (s *Store) Backend() string { return s.d.name }
-
