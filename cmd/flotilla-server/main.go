@@ -29,6 +29,14 @@ func main() {
 }
 
 func run() error {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "backup":
+			return runBackup(os.Args[2:])
+		case "restore":
+			return runRestore(os.Args[2:])
+		}
+	}
 	var (
 		cfg      server.Config
 		hosts    string
