@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"Rollouts", testRollouts},
 		{"Events", testEvents},
 		{"Leases", testLeases},
+		{"Assignments", testAssignments},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
