@@ -2,8 +2,10 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"time"
 
 	"github.com/flotilla-edge/flotilla/agent/state"
@@ -23,6 +25,9 @@ func (l *Lifecycle) activate(ctx context.Context, e *entry) error {
 		return err
 	}
 	ld, err := l.load(ctx, e.name, cand)
+	if errors.Is(err, ErrRuntimeMissing) {
+		return l.wait(ctx, e, err)
+	}
 	if err != nil {
 		return l.dropCandidate(ctx, e, StepRejected, "load: "+err.Error(), true)
 	}
@@ -75,6 +80,45 @@ func (l *Lifecycle) serve(e *entry) {
 		s.shadow = e.loaded[e.rec.Previous.Slot]
 	}
 	e.cur.Store(s)
+}
+
+// wait leaves the candidate staged until a runtime it needs is installed
+// (Reload retries it): not rejected, since the device can run it once the
+// plugin is there, and not counted as an interrupted attempt. e.op is
+// held.
+func (l *Lifecycle) wait(ctx context.Context, e *entry, why error) error {
+	rec := e.rec
+	rec.Attempts = 0
+	rec.LastError = fmt.Sprintf("release %d waits for a runtime: %v", rec.Candidate.Release, why)
+	if err := l.save(ctx, e, rec, StepStaged, "warn", fmt.Sprintf("%s release %d staged, waiting for a runtime: %v", e.name, rec.Candidate.Release, why)); err != nil {
+		return err
+	}
+	return fmt.Errorf("%s release %d: %w", e.name, rec.Candidate.Release, why)
+}
+
+// retryWaiting runs the activation again of every release waiting for a
+// runtime (a plugin was installed) and returns the models it switched.
+func (l *Lifecycle) retryWaiting(ctx context.Context) []string {
+	l.mu.Lock()
+	var es []*entry
+	for _, e := range l.models {
+		es = append(es, e)
+	}
+	l.mu.Unlock()
+	var done []string
+	for _, e := range es {
+		e.op.Lock()
+		if e.rec.Phase == PhaseStaged && !e.rec.Candidate.Empty() {
+			if err := l.activate(ctx, e); err == nil {
+				done = append(done, e.name)
+			} else if !errors.Is(err, ErrRuntimeMissing) {
+				l.cfg.Logger.Warn("waiting release not activated", "model", e.name, "error", err)
+			}
+		}
+		e.op.Unlock()
+	}
+	sort.Strings(done)
+	return done
 }
 
 // dropCandidate forgets the staged candidate: rejected (remembered, with

@@ -29,8 +29,12 @@ var (
 	ErrNotPrepared  = errors.New("lifecycle: slot not prepared")
 	ErrInvalid      = errors.New("lifecycle: invalid bundle")
 	ErrNoVariant    = errors.New("lifecycle: no runtime variant fits this device")
-	ErrQuota        = errors.New("lifecycle: slot disk quota exceeded")
-	ErrClosed       = errors.New("lifecycle: closed")
+	// ErrRuntimeMissing (with ErrNoVariant): a variant would fit once its
+	// runtime's plugin is installed. The release stays staged, waiting,
+	// and Reload activates it when a plugin arrives.
+	ErrRuntimeMissing = errors.New("lifecycle: waiting for a runtime to be installed")
+	ErrQuota          = errors.New("lifecycle: slot disk quota exceeded")
+	ErrClosed         = errors.New("lifecycle: closed")
 )
 
 // Phases of a model's record.

@@ -282,13 +282,16 @@ func TestNewerReleaseSupersedesProbation(t *testing.T) {
 	checkDigits(t, f.l)
 }
 
-// TestNoVariantFits names why each variant was passed over.
+// TestNoVariantFits names why each variant was passed over; with the
+// onnx runtime not installed the release waits for it rather than being
+// rejected (TestStagedReleaseWaitsForItsRuntime).
 func TestNoVariantFits(t *testing.T) {
 	ctx := context.Background()
 	cs := chunks{}
 	f := newFixture(t, RuntimeList{wasmRuntime(t)}, nil)
 	err := install(ctx, f.l, cs, digitsRelease(t, cs, 1))
-	if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "variant 0 (onnx on cuda): runtime onnx unavailable") {
+	if !errors.Is(err, ErrNoVariant) || !errors.Is(err, ErrRuntimeMissing) || errors.Is(err, ErrRejected) ||
+		!strings.Contains(err.Error(), "variant 0 (onnx on cuda): runtime onnx unavailable; variant 1 (onnx): runtime onnx unavailable") {
 		t.Fatalf("err = %v", err)
 	}
 	if _, ok := f.l.Active("digits"); ok {
@@ -432,5 +435,60 @@ func TestReloadWhenTheRuntimeComes(t *testing.T) {
 	}
 	if n := f.l.Reload(ctx); n != 0 {
 		t.Fatalf("a second Reload loaded %d", n)
+	}
+}
+
+// TestStagedReleaseWaitsForItsRuntime: a release whose only variant needs
+// a runtime not installed is neither switched to nor rejected: it stays
+// staged, saying so, also across a restart; once the runtime is there,
+// Reload runs its activation and it serves.
+func TestStagedReleaseWaitsForItsRuntime(t *testing.T) {
+	ctx := context.Background()
+	cs := chunks{}
+	rts := &switchable{rts: RuntimeList{onnxPlugin(t)}, on: false}
+	f := newFixture(t, RuntimeList{}, func(c *Config) { c.Runtimes, c.DefaultPolicy.Duration = rts, 50*time.Millisecond })
+	err := install(ctx, f.l, cs, digitsRelease(t, cs, 1, `duration = "1s"`, `duration = "0s"`))
+	if !errors.Is(err, ErrRuntimeMissing) || errors.Is(err, ErrRejected) {
+		t.Fatalf("staging without the runtime: %v, want ErrRuntimeMissing and not ErrRejected", err)
+	}
+	check := func(when string) {
+		t.Helper()
+		s, _ := f.l.State("digits")
+		if s.Phase != PhaseStaged || s.ActiveRelease != 0 || !strings.Contains(s.LastError, "waits for a runtime") {
+			t.Fatalf("%s: %+v, want release 1 staged and waiting", when, s)
+		}
+		if _, ok := f.l.Active("digits"); ok {
+			t.Fatalf("%s: serving without its runtime", when)
+		}
+	}
+	check("after staging")
+	f.reopen()
+	check("after a restart")
+	if n := f.l.Reload(ctx); n != 0 {
+		t.Fatalf("Reload without the runtime: %d", n)
+	}
+	check("after a Reload without the runtime")
+	rts.set(true)
+	if n := f.l.Reload(ctx); n != 1 {
+		t.Fatalf("Reload with the runtime: %d models, want 1", n)
+	}
+	f.waitState("digits", func(s State) bool { return s.ActiveRelease == 1 && s.Phase == PhaseIdle && s.Health == HealthHealthy })
+	if res := checkDigits(t, f.l); res.Release != 1 {
+		t.Fatalf("served by %d", res.Release)
+	}
+}
+
+// TestVariantForAnotherPlatformIsRejected: a release no variant of which
+// could ever run here (another platform) is rejected at once, not kept
+// waiting.
+func TestVariantForAnotherPlatformIsRejected(t *testing.T) {
+	ctx := context.Background()
+	cs := chunks{}
+	f := newFixture(t, RuntimeList{onnxPlugin(t)}, func(c *Config) { c.Platform = "linux/riscv64" })
+	rel := digitsRelease(t, cs, 1, `duration = "1s"`, `duration = "0s"`,
+		"runtime = \"onnx\"\nentry = \"model.onnx\"\n", "runtime = \"onnx\"\nentry = \"model.onnx\"\nplatforms = [\"linux/arm64\"]\n")
+	err := install(ctx, f.l, cs, rel)
+	if !errors.Is(err, ErrRejected) || errors.Is(err, ErrRuntimeMissing) {
+		t.Fatalf("staging a release for another platform: %v, want ErrRejected", err)
 	}
 }

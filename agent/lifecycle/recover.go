@@ -139,8 +139,9 @@ func dirSize(dir string) (int64, error) {
 
 // Reload loads again the active release of every idle model that serves
 // nothing because its release failed to load (its runtime plugin was
-// missing at start, say), and returns how many serve now. The agent calls
-// it when a runtime plugin appears.
+// missing at start, say), and activates every staged release that waited
+// for a runtime (ErrRuntimeMissing); it returns how many models it loaded
+// or switched. The agent calls it when a runtime plugin appears.
 func (l *Lifecycle) Reload(ctx context.Context) int {
 	n := 0
 	for _, name := range l.Names() {
@@ -152,7 +153,7 @@ func (l *Lifecycle) Reload(ctx context.Context) int {
 			n++
 		}
 	}
-	return n
+	return n + len(l.retryWaiting(ctx))
 }
 
 func (l *Lifecycle) reload(ctx context.Context, e *entry) bool {

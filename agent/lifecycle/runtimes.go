@@ -55,8 +55,12 @@ func (l *Lifecycle) fits(v *pb.RuntimeVariant) (runtime.Runtime, string) {
 func (l *Lifecycle) loadBest(ctx context.Context, dir string, m *pb.BundleManifest) (runtime.Model, runtime.Runtime, int, error) {
 	var why []string
 	var loadErr error
+	missing := false // a variant's only want is a runtime not installed
 	for i, v := range m.GetVariants() {
 		rt, reason := l.fits(v)
+		if rt == nil && strings.HasPrefix(reason, "runtime ") && l.fitsWith(v) {
+			missing = true
+		}
 		if reason == "" {
 			mod, err := rt.Load(ctx, runtime.LoadSpec{Dir: dir, Entry: v.GetEntry(), Providers: v.GetAccelerators(), Options: v.GetOptions()})
 			if err == nil {
@@ -70,7 +74,24 @@ func (l *Lifecycle) loadBest(ctx context.Context, dir string, m *pb.BundleManife
 	if loadErr != nil {
 		return nil, nil, -1, fmt.Errorf("%s: %w", strings.Join(why, "; "), loadErr)
 	}
+	if missing {
+		return nil, nil, -1, fmt.Errorf("%w: %w: %s", ErrNoVariant, ErrRuntimeMissing, strings.Join(why, "; "))
+	}
 	return nil, nil, -1, fmt.Errorf("%w: %s", ErrNoVariant, strings.Join(why, "; "))
+}
+
+// fitsWith says whether v would fit this device were its runtime
+// installed: its platform and accelerators are the device's.
+func (l *Lifecycle) fitsWith(v *pb.RuntimeVariant) bool {
+	if ps := v.GetPlatforms(); len(ps) > 0 && !slices.Contains(ps, l.cfg.Platform) {
+		return false
+	}
+	for _, a := range v.GetAccelerators() {
+		if !slices.Contains(l.cfg.Accelerators, a) {
+			return false
+		}
+	}
+	return true
 }
 
 func accelSuffix(v *pb.RuntimeVariant) string {
