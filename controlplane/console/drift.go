@@ -146,17 +146,22 @@ func driftCharts(buckets []bucket) []releaseCharts {
 		th := a.latest.Thresholds
 		title := fmt.Sprintf("%s release %d", k.model, k.release)
 		rc := releaseCharts{Model: k.model, Release: k.release, Latest: a.latest}
-		rc.PSI = template.HTML(chart.Line{Title: title + ": PSI per feature", XLabel: "time (UTC)", YLabel: "PSI (unitless)",
+		rc.PSI = template.HTML(chart.Line{Title: title + ": PSI per feature (highest " + strconv.Itoa(maxSeries) + ")", XLabel: "time (UTC)", YLabel: "PSI (unitless)",
 			Series: seriesOf(a.psi), Thresholds: []chart.Threshold{{Value: th.PSI, Label: "alert"}, {Value: th.PSIWarn, Label: "warn"}}}.SVG())
-		rc.JS = template.HTML(chart.Line{Title: title + ": Jensen-Shannon distance per feature", XLabel: "time (UTC)", YLabel: "JS distance (bits, 0–1)",
+		rc.JS = template.HTML(chart.Line{Title: title + ": Jensen-Shannon distance per feature (highest " + strconv.Itoa(maxSeries) + ")", XLabel: "time (UTC)", YLabel: "JS distance (bits, 0–1)",
 			Series: seriesOf(a.js), Thresholds: []chart.Threshold{{Value: th.JS, Label: "alert"}}}.SVG())
 		var cats []string
 		var psi, js []float64
-		for _, f := range a.latest.Features {
+		feats := append([]api.FeatureDrift(nil), a.latest.Features...)
+		sort.SliceStable(feats, func(i, j int) bool { return feats[i].PSI > feats[j].PSI })
+		if len(feats) > 2*maxSeries {
+			feats = feats[:2*maxSeries]
+		}
+		for _, f := range feats {
 			cats = append(cats, f.Name)
 			psi, js = append(psi, f.PSI), append(js, f.JS)
 		}
-		rc.Features = template.HTML(chart.Bars{Title: title + ": latest slice, per feature", XLabel: "feature", YLabel: "score (unitless)",
+		rc.Features = template.HTML(chart.Bars{Title: title + ": latest slice, highest PSI features", XLabel: "feature", YLabel: "score (unitless)",
 			Categories: cats, Groups: []chart.BarGroup{{Name: "PSI", Values: psi}, {Name: "JS", Values: js}},
 			Thresholds: []chart.Threshold{{Value: th.PSI, Label: "PSI alert"}}}.SVG())
 		out = append(out, rc)
@@ -164,15 +169,35 @@ func driftCharts(buckets []bucket) []releaseCharts {
 	return out
 }
 
+// maxSeries caps the lines of one chart: a model may monitor dozens of
+// features; the chart keeps those that reached the highest scores.
+const maxSeries = 8
+
+// seriesOf returns the series of m, the maxSeries with the highest peaks,
+// by name.
 func seriesOf(m map[string][]chart.Point) []chart.Series {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
+	type peak struct {
+		name string
+		top  float64
 	}
-	sort.Strings(names)
-	out := make([]chart.Series, len(names))
-	for i, n := range names {
-		out[i] = chart.Series{Name: n, Points: m[n]}
+	peaks := make([]peak, 0, len(m))
+	for n, ps := range m {
+		p := peak{name: n}
+		for _, pt := range ps {
+			p.top = max(p.top, pt.Y)
+		}
+		peaks = append(peaks, p)
+	}
+	sort.Slice(peaks, func(i, j int) bool {
+		return peaks[i].top > peaks[j].top || peaks[i].top == peaks[j].top && peaks[i].name < peaks[j].name
+	})
+	if len(peaks) > maxSeries {
+		peaks = peaks[:maxSeries]
+	}
+	sort.Slice(peaks, func(i, j int) bool { return peaks[i].name < peaks[j].name })
+	out := make([]chart.Series, len(peaks))
+	for i, p := range peaks {
+		out[i] = chart.Series{Name: p.name, Points: m[p.name]}
 	}
 	return out
 }

@@ -131,13 +131,20 @@ func (f *frame) xLabel(label string) {
 	fmt.Fprintf(f.b, `<text class="axis-label" x="%.1f" y="%.1f" font-size="11" text-anchor="middle">%s</text>`, (f.x0+f.x1)/2, f.y1+36, esc(label))
 }
 
+// thresholds draws each threshold as a dashed line with its name and
+// value; labels alternate between the right and left ends so that close
+// thresholds do not print over each other.
 func (f *frame) thresholds(ts []Threshold) {
-	for _, t := range ts {
+	for i, t := range ts {
 		y := f.y(t.Value)
 		fmt.Fprintf(f.b, `<g class="threshold"><line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-dasharray="6 4" stroke-width="1.5"/>`,
 			f.x0, y, f.x1, y, thresholdColour)
-		fmt.Fprintf(f.b, `<text x="%.1f" y="%.1f" font-size="11" fill="%s" text-anchor="end">%s %s</text></g>`,
-			f.x1-2, y-3, thresholdColour, esc(t.Label), formatTick(t.Value))
+		x, anchor := f.x1-2, "end"
+		if i%2 == 1 {
+			x, anchor = f.x0+4, "start"
+		}
+		fmt.Fprintf(f.b, `<text x="%.1f" y="%.1f" font-size="11" fill="%s" text-anchor="%s">%s %s</text></g>`,
+			x, y-3, thresholdColour, anchor, esc(t.Label), formatTick(t.Value))
 	}
 }
 
