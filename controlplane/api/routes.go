@@ -51,6 +51,8 @@ func (a *API) routes() []route {
 			Query: []param{{"limit", "entries (default 100)"}, {"before", "entries with ID below this"}}},
 		{Method: "PUT", Path: "/v1/releases/metadata", Role: Admin, Summary: "Upload the release repository's offline-signed metadata (root versions, targets); it must chain from the trusted root. The server signs snapshot and timestamp and publishes it",
 			Request: ReleasePush{}, Response: ReleaseView{}, MaxBody: maxReleaseBody, Handler: a.pushRelease},
+		{Method: "GET", Path: "/v1/bundles", Role: Viewer, Summary: "The released bundles: versions, signatures on the release metadata, size and runtime variants of each uploaded one",
+			Response: BundleList{}, Handler: a.listBundles},
 		{Method: "PUT", Path: "/v1/bundles/chunks/{sha256}", Role: Operator, Summary: "Upload one bundle chunk (raw bytes), named by its SHA-256",
 			RawBody: true, MaxBody: maxChunkBody, Status: http.StatusNoContent, Handler: a.putChunk},
 		{Method: "POST", Path: "/v1/bundles", Role: Operator, Summary: "Upload a bundle manifest (raw protobuf bytes); it must be a released target and its chunks uploaded (409 lists the missing ones)",

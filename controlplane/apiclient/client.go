@@ -407,3 +407,10 @@ func (c *Client) UpdateUser(ctx context.Context, name string, p api.UserPatch) (
 func (c *Client) DisableUser(ctx context.Context, name string) error {
 	return c.do(ctx, "DELETE", "/v1/users/"+url.PathEscape(name), nil, nil)
 }
+
+// ListBundles returns the released bundles and the release metadata's
+// signatures.
+func (c *Client) ListBundles(ctx context.Context) (api.BundleList, error) {
+	var out api.BundleList
+	return out, c.do(ctx, "GET", "/v1/bundles", nil, &out)
+}

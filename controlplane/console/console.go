@@ -112,7 +112,7 @@ func New(cfg Config) (*Console, error) {
 	if c.dummyHash, err = password.Hash("dummy password for unknown users"); err != nil {
 		return nil, err
 	}
-	for _, p := range []string{"login", "fleet", "devices", "device", "rollouts", "rollout", "rollout_live", "drift", "audit", "error"} {
+	for _, p := range []string{"login", "fleet", "devices", "device", "bundles", "rollouts", "rollout", "rollout_live", "drift", "audit", "error"} {
 		t := template.New(p).Funcs(funcs)
 		if p == "rollout_live" {
 			t, err = t.ParseFS(templateFiles, "templates/rollout_live.html")
@@ -132,6 +132,7 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /{$}", c.authed(c.fleet))
 	c.mux.HandleFunc("GET /devices", c.authed(c.devices))
 	c.mux.HandleFunc("GET /devices/{id}", c.authed(c.device))
+	c.mux.HandleFunc("GET /bundles", c.authed(c.bundles))
 	c.mux.HandleFunc("GET /rollouts", c.authed(c.rollouts))
 	c.mux.HandleFunc("POST /rollouts", c.authed(c.createRollout))
 	c.mux.HandleFunc("GET /rollouts/{id}", c.authed(c.rollout))

@@ -53,6 +53,12 @@ var funcs = template.FuncMap{
 		return part * 100 / whole
 	},
 	"list": func(s ...string) []string { return s },
+	"short": func(s string) string {
+		if len(s) > 12 {
+			return s[:12]
+		}
+		return s
+	},
 	"f3":   func(v float64) string { return strconv.FormatFloat(v, 'g', 3, 64) },
 	"labels": func(m map[string]string) string {
 		keys := make([]string, 0, len(m))
@@ -90,7 +96,7 @@ func (c *Console) fleet(w http.ResponseWriter, r *http.Request, u user) {
 		agents[cmpOr(d.AgentVersion, "unknown")]++
 	}
 	ros, err := cl.ListRollouts(ctx, "", "", 20)
-	if err != nil && apiclient.StatusOf(err) != http.StatusServiceUnavailable {
+	if err != nil && !unavailable(err) {
 		c.apiError(w, r, u, err)
 		return
 	}
@@ -253,6 +259,12 @@ func (c *Console) rolloutLive(w http.ResponseWriter, r *http.Request, u user) {
 		return
 	}
 	c.render(w, r, http.StatusOK, "rollout_live", u, data)
+}
+
+// unavailable says whether err is the API's 503: a service the server
+// runs without (rollouts, telemetry), which a page shows as absent.
+func unavailable(err error) bool {
+	return apiclient.StatusOf(err) == http.StatusServiceUnavailable
 }
 
 func cmpStatus(s int) int {

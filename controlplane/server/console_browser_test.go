@@ -294,6 +294,28 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("rollout as the API sees it: %+v, %v", v, err)
 	}
 
+	// Bundles: the released digits bundle, its signatures and size, and
+	// the rollout that deployed it.
+	do("bundles page", chromedp.Navigate(srv.APIURL()+"/bundles"), chromedp.WaitVisible(chromedp.ID("bundles")))
+	row := text("#bundles tbody tr")
+	for _, want := range []string{"digits", "onnx", "console rollout (paused, 2 devices)", "yes"} {
+		if !strings.Contains(row, want) {
+			t.Errorf("bundles row lacks %q: %q", want, row)
+		}
+	}
+	// The operator keys sign targets with more keys than the root's
+	// threshold; the page shows both.
+	meta := text("#release-meta")
+	var signed, threshold int
+	if m := regexp.MustCompile(`signed by (\d+) keys? \(threshold (\d+)\)`).FindStringSubmatch(meta); m != nil {
+		fmt.Sscan(m[1], &signed)
+		fmt.Sscan(m[2], &threshold)
+	}
+	if threshold < 1 || signed < threshold {
+		t.Errorf("release metadata line: %q", meta)
+	}
+	shot("6-bundles.png")
+
 	// Drift: the charts of what the devices served, per feature, against
 	// the bundle's baseline, with the thresholds marked.
 	do("drift page", chromedp.Navigate(srv.APIURL()+"/drift?model=digits&release=1&range=1h&by=site"),
@@ -312,7 +334,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("the PSI chart lacks %q: %q", want, psiChart)
 		}
 	}
-	shot("6-drift.png")
+	shot("7-drift.png")
 
 	// The audit log page shows the login and the rollout's actions.
 	do("audit page", chromedp.Navigate(srv.APIURL()+"/audit"), chromedp.WaitVisible(chromedp.ID("audit")))
@@ -325,5 +347,5 @@ func TestConsoleInBrowser(t *testing.T) {
 	if regexp.MustCompile(`olivia's password`).MatchString(auditText) {
 		t.Error("the audit log shows a password")
 	}
-	shot("7-audit.png")
+	shot("8-audit.png")
 }
