@@ -59,7 +59,7 @@ var funcs = template.FuncMap{
 		}
 		return s
 	},
-	"f3":   func(v float64) string { return strconv.FormatFloat(v, 'g', 3, 64) },
+	"f3": func(v float64) string { return strconv.FormatFloat(v, 'g', 3, 64) },
 	"labels": func(m map[string]string) string {
 		keys := make([]string, 0, len(m))
 		for k := range m {
