@@ -85,6 +85,7 @@ type Console struct {
 	// dummyHash is checked against when a login names no user, so that the
 	// answer takes as long as for a wrong password.
 	dummyHash string
+	throttle  *throttle
 }
 
 // maxForm caps a form's body (a rollout spec is the largest field).
@@ -107,7 +108,7 @@ func New(cfg Config) (*Console, error) {
 	if cfg.LivePoll <= 0 {
 		cfg.LivePoll = 2 * time.Second
 	}
-	c := &Console{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: map[string]*template.Template{}}
+	c := &Console{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: map[string]*template.Template{}, throttle: newThrottle()}
 	var err error
 	if c.dummyHash, err = password.Hash("dummy password for unknown users"); err != nil {
 		return nil, err
@@ -264,6 +265,11 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	name, pw := r.PostForm.Get("name"), r.PostForm.Get("password")
 	ctx := r.Context()
 	now := c.cfg.Now()
+	addr := clientAddr(r)
+	if !c.throttle.allowed(addr, name, now) {
+		c.showLogin(w, r, http.StatusTooManyRequests, "Too many failed logins; try again in a quarter of an hour.")
+		return
+	}
 	u, err := c.cfg.Store.User(ctx, name)
 	switch {
 	case err == nil && u.DisabledAt == 0:
@@ -278,6 +284,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		if !errors.Is(err, password.ErrMismatch) && !errors.Is(err, store.ErrNotFound) && err.Error() != "user disabled" {
 			c.log.Error("login failed", "user", name, "err", err)
 		}
+		c.throttle.failed(addr, name, now)
 		c.auditLogin(ctx, now, "console.login_failed", name)
 		c.showLogin(w, r, http.StatusUnauthorized, "Wrong name or password.")
 		return

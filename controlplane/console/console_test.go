@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -299,5 +300,43 @@ func TestDevicePages(t *testing.T) {
 	_, page, _ = b.get("/devices")
 	if strings.Contains(page, "<script>alert") || !strings.Contains(page, "&lt;script&gt;") {
 		t.Error("a label's markup was not escaped")
+	}
+}
+
+// TestLoginThrottle: after five wrong passwords for a name from one
+// address, even the right one is refused (429) without being checked,
+// until the failures are a quarter of an hour old; other names from the
+// address are not locked until the address's own limit.
+func TestLoginThrottle(t *testing.T) {
+	f := newFixture(t)
+	b := f.browser(t)
+	for i := range 5 {
+		if code, _ := b.login("otto", "wrong password"); code != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d", i+1, code)
+		}
+	}
+	if code, _ := b.login("otto", "otto-password"); code != http.StatusTooManyRequests {
+		t.Fatalf("right password after 5 failures: %d, want 429", code)
+	}
+	if code, _ := f.browser(t).login("vera", "vera-password"); code != http.StatusSeeOther {
+		t.Fatalf("another user from the address: %d, want a login", code)
+	}
+	f.now.Add(int64(14 * time.Minute / time.Millisecond))
+	if code, _ := b.login("otto", "otto-password"); code != http.StatusTooManyRequests {
+		t.Fatalf("14 minutes on: %d, want 429", code)
+	}
+	f.now.Add(int64(time.Minute / time.Millisecond))
+	if code, _ := b.login("otto", "otto-password"); code != http.StatusSeeOther {
+		t.Fatalf("15 minutes on: %d, want a login", code)
+	}
+	// The address's limit covers every name.
+	c := f.browser(t)
+	for i := range 20 {
+		if code, _ := c.login("user"+strconv.Itoa(i%4), "wrong password"); code != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d", i+1, code)
+		}
+	}
+	if code, _ := c.login("ada", "ada-password"); code != http.StatusTooManyRequests {
+		t.Fatalf("after 20 failures from the address: %d, want 429", code)
 	}
 }
