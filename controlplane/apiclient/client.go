@@ -414,3 +414,15 @@ func (c *Client) ListBundles(ctx context.Context) (api.BundleList, error) {
 	var out api.BundleList
 	return out, c.do(ctx, "GET", "/v1/bundles", nil, &out)
 }
+
+// DeviceModels returns a device's models as it last reported them.
+func (c *Client) DeviceModels(ctx context.Context, id string) ([]api.ModelView, error) {
+	var out []api.ModelView
+	return out, c.do(ctx, "GET", "/v1/devices/"+url.PathEscape(id)+"/models", nil, &out)
+}
+
+// FleetModels returns the devices running each release of each model.
+func (c *Client) FleetModels(ctx context.Context) ([]api.ModelVersionView, error) {
+	var out []api.ModelVersionView
+	return out, c.do(ctx, "GET", "/v1/models", nil, &out)
+}

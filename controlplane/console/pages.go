@@ -71,6 +71,17 @@ var funcs = template.FuncMap{
 		}
 		return strings.Join(keys, ", ")
 	},
+	"labelsInt": func(m map[string]int) string {
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for i, k := range keys {
+			keys[i] = fmt.Sprintf("%s %d", k, m[k])
+		}
+		return strings.Join(keys, ", ")
+	},
 	"svg": func(b []byte) template.HTML { return template.HTML(b) }, // chart escapes every text it draws
 }
 
@@ -124,9 +135,14 @@ func (c *Console) fleet(w http.ResponseWriter, r *http.Request, u user) {
 	} else if apiclient.StatusOf(err) != http.StatusServiceUnavailable {
 		c.log.Warn("fleet page: drift not read", "err", err)
 	}
+	versions, err := cl.FleetModels(ctx)
+	if err != nil && !unavailable(err) {
+		c.apiError(w, r, u, err)
+		return
+	}
 	c.render(w, r, http.StatusOK, "fleet", u, map[string]any{
 		"Total": len(devs), "Online": online, "Offline": len(devs) - online, "Agents": sortedCounts(agents),
-		"Releases": releases, "Alerts": alerts, "Active": active,
+		"Releases": releases, "Alerts": alerts, "Active": active, "Versions": versions,
 	})
 }
 
@@ -185,6 +201,9 @@ func (c *Console) device(w http.ResponseWriter, r *http.Request, u user) {
 	data := map[string]any{"Device": d, "Facts": facts}
 	if ev, err := cl.DeviceEvents(ctx, id, apiclient.EventOptions{Limit: 50}); err == nil {
 		data["Events"] = ev
+	}
+	if ms, err := cl.DeviceModels(ctx, id); err == nil {
+		data["Models"] = ms
 	}
 	if ps, err := cl.Progress(ctx, id); err == nil {
 		data["Progress"] = ps

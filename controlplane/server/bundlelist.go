@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/flotilla-edge/flotilla/controlplane/api"
+	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
 )
 
 var _ api.BundleLister = (*deliveryService)(nil)
@@ -51,5 +52,72 @@ func (d *deliveryService) ListBundles(ctx context.Context) (api.BundleList, erro
 		}
 		out.Bundles = append(out.Bundles, b)
 	}
+	return out, nil
+}
+
+var _ api.ModelReports = (*deliveryService)(nil)
+
+func healthName(h pb.ModelState_Health) string {
+	switch h {
+	case pb.ModelState_HEALTH_HEALTHY:
+		return "healthy"
+	case pb.ModelState_HEALTH_PROBATION:
+		return "probation"
+	case pb.ModelState_HEALTH_UNHEALTHY:
+		return "unhealthy"
+	case pb.ModelState_HEALTH_ROLLED_BACK:
+		return "rolled_back"
+	}
+	return "unknown"
+}
+
+// DeviceModels implements api.ModelReports from the device's latest
+// reported state (kept in memory: empty after a restart until the device
+// reports again).
+func (d *deliveryService) DeviceModels(_ context.Context, device string) ([]api.ModelView, error) {
+	ms := d.s.ReportedModels(device)
+	out := make([]api.ModelView, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, api.ModelView{Name: m.GetName(), ActiveRelease: m.GetActiveRelease(), ActiveVersion: m.GetActiveVersion(),
+			ActiveSlot: m.GetActiveSlot(), Health: healthName(m.GetHealth()), LastError: m.GetLastError(), Rollbacks: m.GetRollbacks(),
+			StagedRelease: m.GetStagedRelease(), StagedVersion: m.GetStagedVersion(), StagedSlot: m.GetStagedSlot()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// FleetModels implements api.ModelReports: the active releases the
+// devices last reported, counted.
+func (d *deliveryService) FleetModels(context.Context) ([]api.ModelVersionView, error) {
+	type key struct {
+		model   string
+		release uint64
+	}
+	counts := map[key]*api.ModelVersionView{}
+	b := d.progress
+	b.mu.Lock()
+	for _, ms := range b.models {
+		for _, m := range ms {
+			if m.GetActiveRelease() == 0 {
+				continue
+			}
+			k := key{m.GetName(), m.GetActiveRelease()}
+			v := counts[k]
+			if v == nil {
+				v = &api.ModelVersionView{Model: k.model, Release: k.release, Version: m.GetActiveVersion(), ByHealth: map[string]int{}}
+				counts[k] = v
+			}
+			v.Devices++
+			v.ByHealth[healthName(m.GetHealth())]++
+		}
+	}
+	b.mu.Unlock()
+	out := make([]api.ModelVersionView, 0, len(counts))
+	for _, v := range counts {
+		out = append(out, *v)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Model < out[j].Model || out[i].Model == out[j].Model && out[i].Release < out[j].Release
+	})
 	return out, nil
 }

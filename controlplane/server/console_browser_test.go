@@ -294,6 +294,17 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("rollout as the API sees it: %+v, %v", v, err)
 	}
 
+	// The fleet's versions by model and the canary's slots, as reported.
+	do("fleet page", chromedp.Navigate(srv.APIURL()+"/"), chromedp.WaitVisible(chromedp.ID("versions")))
+	if v := text("#versions"); !strings.Contains(v, "digits") || !strings.Contains(v, "healthy") {
+		t.Errorf("versions by model: %q", v)
+	}
+	do("device page", chromedp.Navigate(srv.APIURL()+"/devices/dev-0"), chromedp.WaitVisible(chromedp.ID("models")))
+	if m := text("#models"); !strings.Contains(m, "digits") || !strings.Contains(m, "release 1") || !strings.Contains(m, "in slot") {
+		t.Errorf("dev-0's models: %q", m)
+	}
+	shot("6-device.png")
+
 	// Bundles: the released digits bundle, its signatures and size, and
 	// the rollout that deployed it.
 	do("bundles page", chromedp.Navigate(srv.APIURL()+"/bundles"), chromedp.WaitVisible(chromedp.ID("bundles")))
@@ -314,7 +325,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if threshold < 1 || signed < threshold {
 		t.Errorf("release metadata line: %q", meta)
 	}
-	shot("6-bundles.png")
+	shot("7-bundles.png")
 
 	// Drift: the charts of what the devices served, per feature, against
 	// the bundle's baseline, with the thresholds marked.
@@ -334,7 +345,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("the PSI chart lacks %q: %q", want, psiChart)
 		}
 	}
-	shot("7-drift.png")
+	shot("8-drift.png")
 
 	// The audit log page shows the login and the rollout's actions.
 	do("audit page", chromedp.Navigate(srv.APIURL()+"/audit"), chromedp.WaitVisible(chromedp.ID("audit")))
@@ -347,5 +358,5 @@ func TestConsoleInBrowser(t *testing.T) {
 	if regexp.MustCompile(`olivia's password`).MatchString(auditText) {
 		t.Error("the audit log shows a password")
 	}
-	shot("8-audit.png")
+	shot("9-audit.png")
 }
