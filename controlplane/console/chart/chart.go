@@ -12,6 +12,7 @@ import (
 	"html"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -136,6 +137,9 @@ func (f *frame) xLabel(label string) {
 // thresholds do not print over each other.
 func (f *frame) thresholds(ts []Threshold) {
 	for i, t := range ts {
+		if !finite(t.Value) {
+			continue
+		}
 		y := f.y(t.Value)
 		fmt.Fprintf(f.b, `<g class="threshold"><line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-dasharray="6 4" stroke-width="1.5"/>`,
 			f.x0, y, f.x1, y, thresholdColour)
@@ -190,7 +194,9 @@ func (l Line) SVG() []byte {
 		}
 	}
 	for _, t := range l.Thresholds {
-		hi = math.Max(hi, t.Value*1.1)
+		if finite(t.Value) {
+			hi = math.Max(hi, t.Value*1.1)
+		}
 	}
 	f.yAxis(l.YLabel, hi)
 	f.xLabel(l.XLabel)
@@ -259,7 +265,9 @@ func (c Bars) SVG() []byte {
 		}
 	}
 	for _, t := range c.Thresholds {
-		hi = math.Max(hi, t.Value*1.1)
+		if finite(t.Value) {
+			hi = math.Max(hi, t.Value*1.1)
+		}
 	}
 	f.yAxis(c.YLabel, hi)
 	f.xLabel(c.XLabel)
@@ -339,4 +347,17 @@ func formatTick(v float64) string {
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
-func esc(s string) string { return html.EscapeString(s) }
+// esc makes s safe as XML text: markup escaped, invalid UTF-8 and the
+// characters XML 1.0 forbids (most control characters) replaced.
+func esc(s string) string {
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case r == '\t' || r == '\n' || r == '\r':
+			return r
+		case r < 0x20, r >= 0xD800 && r <= 0xDFFF, r == 0xFFFE, r == 0xFFFF:
+			return '\uFFFD'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+	return html.EscapeString(s)
+}

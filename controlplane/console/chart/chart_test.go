@@ -219,3 +219,37 @@ func fmtFloats(v []float64) string {
 	}
 	return "[" + strings.Join(s, " ") + "]"
 }
+
+// FuzzSVG: whatever names and values the fleet sends, the SVG is
+// well-formed XML with no element but the chart's own.
+func FuzzSVG(f *testing.F) {
+	f.Add("pixels", "alert", 0.1, 0.3, -1.0, int64(0), int64(3600))
+	f.Add("</text><script>x</script>", "&amp;\x00", math.Inf(1), math.NaN(), 1e308, int64(-5), int64(5))
+	f.Fuzz(func(t *testing.T, name, label string, a, b, th float64, t0, t1 int64) {
+		pts := []Point{{time.Unix(t0, 0), a}, {time.Unix(t1, 0), b}}
+		for _, svg := range [][]byte{
+			Line{Title: name, XLabel: label, YLabel: label, Series: []Series{{Name: name, Points: pts}}, Thresholds: []Threshold{{th, label}}}.SVG(),
+			Bars{Title: name, Categories: []string{name, label}, Groups: []BarGroup{{Name: label, Values: []float64{a, b}}}, Thresholds: []Threshold{{th, label}}}.SVG(),
+		} {
+			dec := xml.NewDecoder(bytes.NewReader(svg))
+			for {
+				tok, err := dec.Token()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					// Text that is not valid XML characters (control bytes)
+					// must have been escaped or dropped by the chart.
+					t.Fatalf("not well-formed: %v\n%q", err, svg)
+				}
+				if se, ok := tok.(xml.StartElement); ok {
+					switch se.Name.Local {
+					case "svg", "title", "rect", "text", "g", "line", "path", "circle":
+					default:
+						t.Fatalf("unexpected element <%s>", se.Name.Local)
+					}
+				}
+			}
+		}
+	})
+}
