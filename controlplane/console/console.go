@@ -113,7 +113,7 @@ func New(cfg Config) (*Console, error) {
 	if c.dummyHash, err = password.Hash("dummy password for unknown users"); err != nil {
 		return nil, err
 	}
-	for _, p := range []string{"login", "fleet", "devices", "device", "bundles", "rollouts", "rollout", "rollout_live", "drift", "audit", "error"} {
+	for _, p := range []string{"login", "fleet", "devices", "device", "bundles", "rollouts", "rollout", "rollout_live", "drift", "audit", "admin", "error"} {
 		t := template.New(p).Funcs(funcs)
 		if p == "rollout_live" {
 			t, err = t.ParseFS(templateFiles, "templates/rollout_live.html")
@@ -141,6 +141,8 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("POST /rollouts/{id}/{action}", c.authed(c.actRollout))
 	c.mux.HandleFunc("GET /drift", c.authed(c.drift))
 	c.mux.HandleFunc("GET /audit", c.authed(c.audit))
+	c.mux.HandleFunc("GET /admin", c.authed(c.admin))
+	c.mux.HandleFunc("POST /admin/{what}", c.authed(c.adminAct))
 	return c, nil
 }
 
@@ -169,6 +171,9 @@ type user struct {
 // CanOperate says whether the user's role may change things (the page
 // hides the buttons otherwise; the API refuses them regardless).
 func (u user) CanOperate() bool { return u.Role >= api.Operator }
+
+// IsAdmin says whether the user's role manages users and tokens.
+func (u user) IsAdmin() bool { return u.Role >= api.Admin }
 
 type handler func(w http.ResponseWriter, r *http.Request, u user)
 

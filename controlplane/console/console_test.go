@@ -340,3 +340,57 @@ func TestLoginThrottle(t *testing.T) {
 		t.Fatalf("after 20 failures from the address: %d, want 429", code)
 	}
 }
+
+// TestAdminPage: an admin adds a user, changes its role, mints a token
+// whose secret is shown once, and revokes it, each audited as the admin;
+// an operator gets the API's 403 for the page and for each form.
+func TestAdminPage(t *testing.T) {
+	f := newFixture(t)
+	o := f.browser(t)
+	_, ocsrf := o.login("otto", "otto-password")
+	if code, _, _ := o.get("/admin"); code != http.StatusForbidden {
+		t.Errorf("operator admin page: %d, want 403", code)
+	}
+	if code, _, _ := o.post("/admin/user-create", url.Values{"csrf": {ocsrf}, "name": {"mallory"}, "role": {"admin"}, "password": {"mallory password"}}); code != http.StatusForbidden {
+		t.Errorf("operator creates a user: %d, want 403", code)
+	}
+	if _, err := f.store.User(context.Background(), "mallory"); err == nil {
+		t.Fatal("an operator created a user")
+	}
+	a := f.browser(t)
+	_, csrf := a.login("ada", "ada-password")
+	if code, _, _ := a.post("/admin/user-create", url.Values{"csrf": {csrf}, "name": {"nina"}, "role": {"viewer"}, "password": {"nina's password"}}); code != http.StatusSeeOther {
+		t.Fatalf("create user: %d", code)
+	}
+	if code, _, _ := a.post("/admin/user-role", url.Values{"csrf": {csrf}, "name": {"nina"}, "role": {"operator"}}); code != http.StatusSeeOther {
+		t.Fatalf("set role: %d", code)
+	}
+	code, page, _ := a.post("/admin/token-create", url.Values{"csrf": {csrf}, "name": {"grafana"}, "role": {"viewer"}})
+	secret := regexp.MustCompile(`id="new-token-secret">(flt_api_[A-Za-z0-9_-]+)<`).FindStringSubmatch(page)
+	if code != 200 || secret == nil {
+		t.Fatalf("create token: %d\n%s", code, page)
+	}
+	_, page, _ = a.get("/admin")
+	if strings.Contains(page, secret[1]) {
+		t.Error("the token's secret is shown again")
+	}
+	toks, _ := f.store.ListAPITokens(context.Background())
+	if len(toks) != 1 || toks[0].Name != "grafana" {
+		t.Fatalf("tokens %+v", toks)
+	}
+	if code, _, _ := a.post("/admin/token-revoke", url.Values{"csrf": {csrf}, "id": {toks[0].ID}}); code != http.StatusSeeOther {
+		t.Fatalf("revoke: %d", code)
+	}
+	if u, _ := f.store.User(context.Background(), "nina"); u.Role != "operator" {
+		t.Errorf("nina is %q", u.Role)
+	}
+	got := strings.Join(auditActions(t, f.store), "\n")
+	for _, want := range []string{"user:ada user.create", "user:ada user.update", "user:ada api-token.create", "user:ada api-token.revoke"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("audit lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "user:otto user.") {
+		t.Error("the operator's refused forms are in the audit log")
+	}
+}

@@ -85,8 +85,13 @@ var funcs = template.FuncMap{
 	"svg": func(b []byte) template.HTML { return template.HTML(b) }, // chart escapes every text it draws
 }
 
-// maxDevicesShown caps the devices one page lists (the API's page size).
-const maxDevicesShown = 5000
+// maxDevicesShown is the page size of device lists read from the API;
+// maxDeviceRows caps the rows the devices page draws (a filter narrows
+// the rest).
+const (
+	maxDevicesShown = 5000
+	maxDeviceRows   = 1000
+)
 
 // fleet is the overview: devices online and offline, agent versions,
 // model releases reporting, and what needs attention.
@@ -179,7 +184,11 @@ func (c *Console) devices(w http.ResponseWriter, r *http.Request, u user) {
 		c.apiError(w, r, u, err)
 		return
 	}
-	c.render(w, r, http.StatusOK, "devices", u, map[string]any{"Devices": devs, "Selector": opts.Selector, "OnlineFilter": q.Get("online")})
+	total := len(devs)
+	if len(devs) > maxDeviceRows {
+		devs = devs[:maxDeviceRows]
+	}
+	c.render(w, r, http.StatusOK, "devices", u, map[string]any{"Devices": devs, "Total": total, "Selector": opts.Selector, "OnlineFilter": q.Get("online")})
 }
 
 func (c *Console) device(w http.ResponseWriter, r *http.Request, u user) {
