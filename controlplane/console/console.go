@@ -256,6 +256,9 @@ func (c *Console) showLogin(w http.ResponseWriter, r *http.Request, status int, 
 	c.render(w, r, status, "login", user{}, map[string]any{"LoginToken": tok, "Error": msg})
 }
 
+// errDisabled is a login of a disabled user: refused like a wrong password.
+var errDisabled = errors.New("user disabled")
+
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 	if err := r.ParseForm(); err != nil {
@@ -281,12 +284,12 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		err = password.Check(u.PasswordHash, pw)
 	case err == nil:
 		_ = password.Check(c.dummyHash, pw)
-		err = errors.New("user disabled")
+		err = errDisabled
 	case errors.Is(err, store.ErrNotFound):
 		_ = password.Check(c.dummyHash, pw)
 	}
 	if err != nil {
-		if !errors.Is(err, password.ErrMismatch) && !errors.Is(err, store.ErrNotFound) && err.Error() != "user disabled" {
+		if !errors.Is(err, password.ErrMismatch) && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, errDisabled) {
 			c.log.Error("login failed", "user", name, "err", err)
 		}
 		c.throttle.failed(addr, name, now)

@@ -71,7 +71,7 @@ func (s *Store) CreateUser(ctx context.Context, u ConsoleUser) error {
 // User returns a console user, disabled ones included; unknown gives
 // ErrNotFound.
 func (s *Store) User(ctx context.Context, name string) (ConsoleUser, error) {
-	u, err := scanUser(s.wdb.QueryRowContext(ctx, s.q(`SELECT `+userCols+` FROM console_users WHERE name = ?`), name))
+	u, err := scanUser(s.rdb.QueryRowContext(ctx, s.q(`SELECT `+userCols+` FROM console_users WHERE name = ?`), name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return ConsoleUser{}, fmt.Errorf("user %q: %w", name, ErrNotFound)
 	}
