@@ -118,8 +118,10 @@ func serveDigits(t *testing.T, srv *server.Server, agents map[string]*agent.Agen
 // model: an operator logs in, sees the fleet, starts a two-stage rollout
 // from the console's form, watches the page's live part move to the
 // second stage without reloading, pauses the rollout with a reason (the
-// audit log names the user), and sees the drift charts of what the
-// canary served. Screenshots of each step are kept (artifactDir).
+// audit log names the user); a viewer in another browser is shown no
+// buttons and its hand-made resume is refused by the API; the operator
+// sees the models, the bundle, the drift charts of what the devices
+// served and the audit log. Screenshots of each step are kept (artifactDir).
 func TestConsoleInBrowser(t *testing.T) {
 	chromium := chromiumPath(t)
 	ortLib(t)
@@ -293,6 +295,38 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err != nil || v.Phase != "paused" || v.CreatedBy != "user:olivia" {
 		t.Errorf("rollout as the API sees it: %+v, %v", v, err)
 	}
+
+	// A viewer, in a browser of its own (separate cookies), is shown no
+	// buttons; a resume posted by hand with its valid CSRF token reaches
+	// the API, which refuses it: the rollout stays paused.
+	if _, err := admin.CreateUser(ctx, api.UserRequest{Name: "vic", Role: "viewer", Password: "vic's password"}); err != nil {
+		t.Fatal(err)
+	}
+	vctx, vcancel := chromedp.NewContext(bctx, chromedp.WithNewBrowserContext())
+	defer vcancel()
+	if err := chromedp.Do(vctx, chromedp.Navigate(srv.APIURL()+"/login"), chromedp.WaitVisible(chromedp.ID("name")),
+		chromedp.SendKeys(chromedp.ID("name"), "vic"), chromedp.SendKeys(chromedp.ID("password"), "vic's password"),
+		chromedp.Click(chromedp.ID("login")), chromedp.WaitVisible(chromedp.ID("devices-total")),
+		chromedp.Navigate(srv.APIURL()+"/rollouts/"+id), chromedp.WaitVisible(chromedp.ID("phase"))); err != nil {
+		t.Fatalf("viewer's browser: %v", err)
+	}
+	if n, err := chromedp.Run(vctx, chromedp.Evaluate[int](`document.querySelectorAll('button.resume, button.pause, #create').length`)); err != nil || n != 0 {
+		t.Errorf("the viewer is shown %d action buttons (%v)", n, err)
+	}
+	answer, err := chromedp.Run(vctx, chromedp.Evaluate[string](`(async () => {
+		const csrf = document.querySelector('form.logout input[name=csrf]').value;
+		const r = await fetch(location.pathname + '/resume', {method: 'POST', credentials: 'same-origin',
+			headers: {'Content-Type': 'application/x-www-form-urlencoded'}, body: 'csrf=' + encodeURIComponent(csrf) + '&reason=viewer'});
+		return r.status + ' ' + (await r.text());
+	})()`, chromedp.EvalAwaitPromise))
+	// The CSRF token was right: the refusal is the API's role check.
+	if err != nil || !strings.HasPrefix(answer, "403 ") || !strings.Contains(answer, "needs the operator role; user vic has viewer") {
+		t.Errorf("the viewer's hand-made resume: %v %.300q, want the API's 403", err, answer)
+	}
+	if v, err := admin.Rollout(ctx, id, false); err != nil || v.Phase != "paused" {
+		t.Errorf("after the viewer's resume the rollout is %q (%v)", v.Phase, err)
+	}
+	vcancel()
 
 	// The fleet's versions by model and the canary's slots, as reported.
 	do("fleet page", chromedp.Navigate(srv.APIURL()+"/"), chromedp.WaitVisible(chromedp.ID("versions")))
