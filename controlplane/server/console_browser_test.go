@@ -18,6 +18,7 @@ import (
 	"github.com/flotilla-edge/flotilla/agent"
 	"github.com/flotilla-edge/flotilla/agent/lifecycle"
 	"github.com/flotilla-edge/flotilla/controlplane/api"
+	"github.com/flotilla-edge/flotilla/controlplane/apiclient"
 	"github.com/flotilla-edge/flotilla/controlplane/server"
 )
 
@@ -166,6 +167,15 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	serveDigits(t, srv, agents)
+	// The fleet page is drawn once: both devices must be online first.
+	eventually(t, "both devices online", func() bool {
+		online := true
+		devs, err := admin.ListDevices(ctx, apiclient.ListOptions{})
+		for _, d := range devs {
+			online = online && d.Online
+		}
+		return err == nil && len(devs) == 2 && online
+	})
 	// The first console user, made with the admin token as flotctl does.
 	if _, err := admin.CreateUser(ctx, api.UserRequest{Name: "olivia", Role: "operator", Password: "olivia's password"}); err != nil {
 		t.Fatal(err)
@@ -241,9 +251,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	do("log in", chromedp.SendKeys(chromedp.ID("name"), "olivia"), chromedp.SendKeys(chromedp.ID("password"), "olivia's password"),
 		chromedp.Click(chromedp.ID("login")), chromedp.WaitVisible(chromedp.ID("devices-total")))
-	waitText("#devices-online", "2")
-	if got := text("#devices-total"); got != "2" {
-		t.Errorf("fleet shows %s devices, want 2", got)
+	if got, online := text("#devices-total"), text("#devices-online"); got != "2" || online != "2" {
+		t.Errorf("fleet shows %s devices, %s online; want 2 and 2", got, online)
 	}
 	shot("1-fleet.png")
 
