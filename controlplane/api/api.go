@@ -37,6 +37,11 @@ type Store interface {
 	TouchAPIToken(ctx context.Context, id string, at int64) error
 	ListAudit(ctx context.Context, limit int, before int64) ([]store.AuditEntry, error)
 	AppendAudit(ctx context.Context, e store.AuditEntry) (int64, error)
+	CreateUser(ctx context.Context, u store.ConsoleUser) error
+	User(ctx context.Context, name string) (store.ConsoleUser, error)
+	ListUsers(ctx context.Context) ([]store.ConsoleUser, error)
+	UpdateUser(ctx context.Context, name, role, passwordHash string) error
+	DisableUser(ctx context.Context, name string, at int64) error
 }
 
 // Registry is what the API asks of the device registry.

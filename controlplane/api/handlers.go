@@ -25,7 +25,7 @@ func (a *API) health(w http.ResponseWriter, _ *http.Request) {
 
 func (a *API) whoami(w http.ResponseWriter, r *http.Request) {
 	c := callerFrom(r.Context())
-	writeJSON(w, http.StatusOK, WhoAmI{TokenID: c.TokenID, Name: c.Name, Role: c.Role.String()})
+	writeJSON(w, http.StatusOK, WhoAmI{TokenID: c.TokenID, Name: c.Name, User: c.User, Role: c.Role.String()})
 }
 
 func (a *API) metrics(w http.ResponseWriter, _ *http.Request) {

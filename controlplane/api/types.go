@@ -20,6 +20,7 @@ type Health struct {
 type WhoAmI struct {
 	TokenID string `json:"token_id"`
 	Name    string `json:"name"`
+	User    string `json:"user,omitempty" doc:"the console user, when the console made the call"`
 	Role    string `json:"role"`
 }
 

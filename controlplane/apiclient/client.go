@@ -384,3 +384,45 @@ func (c *Client) RolloutAudit(ctx context.Context, id string, limit int) ([]api.
 	var out []api.AuditView
 	return out, c.do(ctx, "GET", p, nil, &out)
 }
+
+// ListUsers returns the console users (admin).
+func (c *Client) ListUsers(ctx context.Context) ([]api.UserView, error) {
+	var out []api.UserView
+	return out, c.do(ctx, "GET", "/v1/users", nil, &out)
+}
+
+// CreateUser creates a console user (admin).
+func (c *Client) CreateUser(ctx context.Context, req api.UserRequest) (api.UserView, error) {
+	var out api.UserView
+	return out, c.do(ctx, "POST", "/v1/users", req, &out)
+}
+
+// UpdateUser changes a console user's role or password (admin).
+func (c *Client) UpdateUser(ctx context.Context, name string, p api.UserPatch) (api.UserView, error) {
+	var out api.UserView
+	return out, c.do(ctx, "PATCH", "/v1/users/"+url.PathEscape(name), p, &out)
+}
+
+// DisableUser disables a console user and ends its sessions (admin).
+func (c *Client) DisableUser(ctx context.Context, name string) error {
+	return c.do(ctx, "DELETE", "/v1/users/"+url.PathEscape(name), nil, nil)
+}
+
+// ListBundles returns the released bundles and the release metadata's
+// signatures.
+func (c *Client) ListBundles(ctx context.Context) (api.BundleList, error) {
+	var out api.BundleList
+	return out, c.do(ctx, "GET", "/v1/bundles", nil, &out)
+}
+
+// DeviceModels returns a device's models as it last reported them.
+func (c *Client) DeviceModels(ctx context.Context, id string) ([]api.ModelView, error) {
+	var out []api.ModelView
+	return out, c.do(ctx, "GET", "/v1/devices/"+url.PathEscape(id)+"/models", nil, &out)
+}
+
+// FleetModels returns the devices running each release of each model.
+func (c *Client) FleetModels(ctx context.Context) ([]api.ModelVersionView, error) {
+	var out []api.ModelVersionView
+	return out, c.do(ctx, "GET", "/v1/models", nil, &out)
+}

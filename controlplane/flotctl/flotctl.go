@@ -4,6 +4,7 @@
 //
 //	flotctl [global flags] devices list|show|label|decommission|ping|resync
 //	flotctl [global flags] tokens list|create|revoke
+//	flotctl [global flags] users list|create|set|disable (console logins)
 //	flotctl [global flags] enrol-tokens list|create|revoke
 //	flotctl [global flags] audit
 //	flotctl [global flags] drift, devices events
@@ -111,6 +112,8 @@ func run(ctx context.Context, args []string, env Env) error {
 		return devices(ctx, c, o, rest[1:])
 	case "tokens":
 		return apiTokens(ctx, c, o, rest[1:])
+	case "users":
+		return users(ctx, c, o, env.Getenv, rest[1:])
 	case "enrol-tokens", "enroll-tokens":
 		return enrolTokens(ctx, c, o, rest[1:])
 	case "audit":
@@ -133,7 +136,7 @@ func run(ctx context.Context, args []string, env Env) error {
 		fs.Usage()
 		return nil
 	}
-	return fmt.Errorf("%w: unknown command %q (devices, tokens, enrol-tokens, audit, drift, rollout, whoami)", errUsage, rest[0])
+	return fmt.Errorf("%w: unknown command %q (devices, tokens, users, enrol-tokens, audit, drift, rollout, whoami)", errUsage, rest[0])
 }
 
 const usage = `flotctl — operate a Flotilla fleet
@@ -144,6 +147,7 @@ const usage = `flotctl — operate a Flotilla fleet
   flotctl devices decommission ID
   flotctl devices ping|resync ID
   flotctl tokens list | create -name N -role viewer|operator|admin [-ttl D] | revoke ID
+  flotctl users list | create NAME -role R [-password-file F] | set NAME [-role R] [-password-file F] | disable NAME
   flotctl enrol-tokens list | create -name N [-max-uses N] [-ttl D] [-label k=v…] | revoke ID
   flotctl devices assign DEVICE MODEL RELEASE
   flotctl devices progress DEVICE [-watch]

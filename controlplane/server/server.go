@@ -87,6 +87,8 @@ type Config struct {
 	// where its alerts go (alerts.go).
 	Rollouts RolloutConfig
 	Alerts   AlertConfig
+	// Console tunes the operator console (console.go).
+	Console ConsoleConfig
 
 	Logger  *slog.Logger
 	Version string
@@ -263,11 +265,15 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	}
 	s.api = api.New(api.Config{Store: s.store, Registry: enroller{s.registry, s.delivery.trust}, Bundles: s.delivery, Telemetry: s.telemetry, Rollouts: s.rollouts, Logger: cfg.Logger.With("component", "api"),
 		Now: cfg.Now, Metrics: s.metrics, Version: cfg.Version})
+	handler, err := s.httpHandler()
+	if err != nil {
+		return nil, err
+	}
 	if s.httpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("api listener: %w", err)
 	}
 	s.http = &http.Server{
-		Handler: s.api, TLSConfig: s.ca.ServerTLS(),
+		Handler: handler, TLSConfig: s.ca.ServerTLS(),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 90 * time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
