@@ -36,7 +36,10 @@ func (a *account) end() {
 }
 
 func fetchOpts(id, digest string, a *account, hook func(fetch.Progress)) fetch.Options {
-	return fetch.Options{DeviceID: id, Digest: digest, Quiet: 700 * time.Millisecond,
+	// The product's default quiet time: a shorter one ends listening to
+	// the wave while a loaded machine still delivers it, and the device
+	// then asks for chunks already on their way (received twice).
+	return fetch.Options{DeviceID: id, Digest: digest, Quiet: fetch.DefaultQuiet,
 		MaxBackoff: 3 * time.Second, Deadline: time.Minute, MaxRequestBytes: 1 << 20,
 		Progress: func(p fetch.Progress) {
 			a.progress(p)
