@@ -59,7 +59,9 @@ func newFleet(t *testing.T, s *server.Server, dir string) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := apiclient.New(s.APIURL(), strings.TrimSpace(string(tok)), &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}})
+	// A bounded client: a call to a server that stalls fails the
+	// eventually loop instead of hanging the test.
+	admin := apiclient.New(s.APIURL(), strings.TrimSpace(string(tok)), &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}})
 	return &fleet{t: t, srv: s, dir: dir, admin: admin, agents: map[string]*agent.Agent{},
 		stops: map[string]context.CancelFunc{}, errs: map[string]chan error{}}
 }
