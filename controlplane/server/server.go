@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"expvar"
 	"fmt"
@@ -182,7 +183,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 
 	s.mqtt = newMQTT(mqttOptions{
 		User: serviceUser, Password: servicePassword, CAPEM: s.brokerCAPEM(),
-		ClientID: "flotilla-control-" + hostID(), Logger: cfg.Logger.With("component", "mqtt"),
+		ClientID: "flotilla-control-" + instanceID(), Logger: cfg.Logger.With("component", "mqtt"),
 	})
 	regCfg := registry.Config{
 		Store: s.store, Publisher: s.mqtt, Scheme: scheme, CAPEM: s.ca.CAPEM(), ServiceHash: serviceHash,
@@ -435,6 +436,15 @@ func loopback(a net.Addr) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// instanceID tells this server apart from every other on the broker —
+// replicas on one host, or several in one test process — so that one
+// never takes over another's MQTT session.
+func instanceID() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hostID() + "-" + hex.EncodeToString(b[:])
 }
 
 func hostID() string {
