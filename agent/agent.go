@@ -114,6 +114,8 @@ type Agent struct {
 	inferAddr string // the inference API's bound TCP address, once listening
 	reconf    chan struct{}
 	live      Live
+
+	dg diagHooks // what on-site diagnostics read (diagnose.go)
 }
 
 // New checks cfg and returns an agent. It does no I/O.
@@ -209,6 +211,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer db.Close()
 	defer a.setState(StateStopped)
+	a.attach(db, nil, nil)
+	defer a.detach()
 
 	// Models serve before (and without) any connection.
 	var m *models
@@ -220,6 +224,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err := a.openTelemetry(ctx, m); err != nil {
 			return err
 		}
+		a.attach(nil, m, nil)
 		mctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); m.run(mctx) }()
@@ -242,6 +247,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.attach(nil, nil, s)
 	return s.run(ctx)
 }
 

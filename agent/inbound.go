@@ -95,6 +95,7 @@ func (s *session) onCommand(ctx context.Context, conn Conn, m Message) {
 		return
 	}
 	res.CommandId = c.GetId()
+	s.a.noteIssued(c.GetIssuedAtMs())
 	if exp := c.GetExpiresAtMs(); exp != 0 && s.nowMS() > exp {
 		s.a.count(CounterCommandsExpired)
 		s.a.log.Info("ignored expired command", "id", c.GetId())
