@@ -2,9 +2,11 @@ package state
 
 import (
 	"context"
+	"crypto/ed25519"
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -52,4 +54,21 @@ func OpenReadOnly(ctx context.Context, dir string) (*DB, error) {
 		return nil, fmt.Errorf("open state read-only %s: %w", path, err)
 	}
 	return d, nil
+}
+
+// LoadKey returns the device's private key from dir/device.key without
+// creating one: for signing what the device vouches for (support
+// bundles) when the agent may not be running. A missing key is an error
+// wrapping os.ErrNotExist.
+func LoadKey(dir string) (ed25519.PrivateKey, error) {
+	f, err := os.Open(filepath.Join(dir, KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("device key: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("device key: %w", err)
+	}
+	return parseKey(b)
 }

@@ -57,3 +57,21 @@ func TestOpenReadOnly(t *testing.T) {
 		t.Errorf("reader did not see the later write: %+v", ev)
 	}
 }
+
+func TestLoadKeyDoesNotCreate(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoadKey(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing key: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, KeyFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("LoadKey created a key")
+	}
+	k, err := LoadOrCreateKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadKey(dir)
+	if err != nil || !got.Equal(k) {
+		t.Fatalf("LoadKey: %v", err)
+	}
+}
