@@ -4,7 +4,8 @@
 //	flotilla-agent run [-config FILE] [-data-dir DIR] [-server URL] [-token T]
 //	                   [-ca-fingerprint FP] [-device-id ID] [-label k=v]...
 //	                   [-plugin-dir DIR] [-ort-lib PATH] [-infer-addr ADDR]
-//	                   [-infer-socket PATH] [-sideload-dir DIR]
+//	                   [-infer-socket PATH] [-sideload-dir DIR] [-diag-socket PATH]
+//	flotilla-agent diag COMMAND [-json]   (status, models, logs, …: diag help)
 //	flotilla-agent version
 //
 // Settings come from the config file, then FLOTILLA_* environment variables,
@@ -26,6 +27,9 @@ import (
 
 	"github.com/flotilla-edge/flotilla/agent"
 	"github.com/flotilla-edge/flotilla/agent/config"
+	"github.com/flotilla-edge/flotilla/agent/diag"
+	diagcli "github.com/flotilla-edge/flotilla/agent/diag/cli"
+	"github.com/flotilla-edge/flotilla/agent/logring"
 	"github.com/flotilla-edge/flotilla/proto/wire"
 )
 
@@ -41,6 +45,8 @@ func main() {
 	switch os.Args[1] {
 	case "run":
 		err = run(os.Args[2:])
+	case "diag":
+		os.Exit(diagcli.Main(context.Background(), diagcli.Env{Args: os.Args[2:], Getenv: os.Getenv, Stdout: os.Stdout, Stderr: os.Stderr}))
 	case "version":
 		fmt.Printf("flotilla-agent %s (protocol %d)\n", version, wire.ProtocolVersion)
 	case "help", "-h", "-help", "--help":
@@ -56,7 +62,7 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: flotilla-agent run [flags] | version\n\nrun -h lists the flags of run.")
+	fmt.Fprintln(w, "usage: flotilla-agent run [flags] | diag COMMAND | version\n\nrun -h lists the flags of run; diag help its commands.")
 }
 
 func run(args []string) error {
@@ -74,6 +80,7 @@ func run(args []string) error {
 	inferAddr := fs.String("infer-addr", "", "local inference API on loopback TCP (default "+agent.DefaultInferAddr+"; off = none)")
 	inferSocket := fs.String("infer-socket", "", "local inference API unix socket (default DATA_DIR/"+agent.InferSocketName+"; off = none)")
 	sideloadDir := fs.String("sideload-dir", "", "sideload folder (default DATA_DIR/sideload; off = none)")
+	diagSocket := fs.String("diag-socket", os.Getenv("FLOTILLA_DIAG_SOCKET"), "diagnostics unix socket (default $FLOTILLA_DIAG_SOCKET, else DATA_DIR/"+diag.SocketName+"; off = none)")
 	var labels []string
 	fs.Func("label", "label key=value (repeatable)", func(kv string) error { labels = append(labels, kv); return nil })
 	if err := fs.Parse(args); err != nil {
@@ -117,7 +124,8 @@ func run(args []string) error {
 	}
 	level := new(slog.LevelVar)
 	setLevel(level, fc.LogLevel)
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ring := logring.New(0, slog.LevelInfo) // recent records for flotilla-agent diag logs
+	log := slog.New(ring.Handler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 
 	exeDir := ""
 	if exe, err := os.Executable(); err == nil {
@@ -146,6 +154,27 @@ func run(args []string) error {
 				log.Warn("config file not watched", "err", err)
 			}
 		}()
+	}
+	if sock := *diagSocket; sock != config.Off {
+		if sock == "" {
+			sock = filepath.Join(cfg.DataDir, diag.SocketName)
+		}
+		l, err := diag.Listen(sock)
+		if err != nil {
+			log.Warn("diagnostics socket not opened", "err", err)
+		} else {
+			dctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			srv := diag.NewServer(diag.Config{Agent: a, Logs: ring, Logger: log.With("component", "diag")})
+			go func() {
+				defer close(done)
+				if err := srv.Serve(dctx, l); err != nil {
+					log.Warn("diagnostics socket stopped", "err", err)
+				}
+			}()
+			defer func() { cancel(); <-done }()
+			log.Info("diagnostics socket listening", "socket", sock)
+		}
 	}
 	return a.Run(ctx)
 }
