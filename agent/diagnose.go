@@ -58,6 +58,40 @@ type diagHooks struct {
 	sess   *session
 	skew   time.Duration
 	skewAt time.Time
+	remote RemoteDiag
+}
+
+// RemoteDiag answers a diag command from the control plane with its
+// output (JSON, at most MaxCommandOutput bytes). flotilla-agent sets it to
+// agent/diag's server; without it the command is answered "not served".
+type RemoteDiag func(ctx context.Context, d *flotillapb.Diag) ([]byte, error)
+
+// MaxCommandOutput is the most a command result's output may carry.
+const MaxCommandOutput = 64 << 10
+
+// SetRemoteDiag sets what answers diag commands. Safe at any time.
+func (a *Agent) SetRemoteDiag(f RemoteDiag) {
+	a.dg.mu.Lock()
+	a.dg.remote = f
+	a.dg.mu.Unlock()
+}
+
+// remoteDiag answers one diag command.
+func (a *Agent) remoteDiag(ctx context.Context, d *flotillapb.Diag) ([]byte, error) {
+	a.dg.mu.Lock()
+	f := a.dg.remote
+	a.dg.mu.Unlock()
+	if f == nil {
+		return nil, errors.New("diagnostics are not served by this agent")
+	}
+	out, err := f(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > MaxCommandOutput {
+		return nil, fmt.Errorf("diag %s answer is %d bytes, over %d", d.GetWhat(), len(out), MaxCommandOutput)
+	}
+	return out, nil
 }
 
 // attach records what Run opened (nil for what it did not); detach clears it.
@@ -191,4 +225,12 @@ func (a *Agent) Resync(ctx context.Context) error {
 		a.journal(ctx, db, "info", "diag.resync", "desired state and release metadata fetched again on request")
 	}
 	return s.resync(ctx, conn)
+}
+
+// clipText keeps an error within a message's text limit (1 KiB).
+func clipText(s string) string {
+	if len(s) > 1024 {
+		return s[:1024]
+	}
+	return s
 }

@@ -36,6 +36,8 @@ type liveAgent struct {
 	srv    *agenttest.Server
 	dir    string
 	socket string
+	server *diag.Server
+	ring   *logring.Ring
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -63,6 +65,7 @@ func startAgent(t *testing.T, id string) *liveAgent {
 	ctx, cancel := context.WithCancel(context.Background())
 	la.cancel = cancel
 	s := diag.NewServer(diag.Config{Agent: a, Logs: ring})
+	la.server, la.ring = s, ring
 	go func() {
 		defer close(la.done)
 		go s.Serve(ctx, l)
@@ -378,4 +381,41 @@ func keys(m map[string][]byte) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestRemoteDiag: the control plane asks over the command topic; the
+// status and the logs come back in the command result, the logs cut from
+// the oldest record to fit 64 KiB; without a handler the agent says so.
+func TestRemoteDiag(t *testing.T) {
+	la := startAgent(t, "dev-rd")
+	ask := func(id string, d *flotillapb.Diag) *flotillapb.CommandResult {
+		t.Helper()
+		mark := la.srv.Mark()
+		la.srv.PublishCommand(&flotillapb.Command{Id: id, DeviceId: "dev-rd", IssuedAtMs: time.Now().UnixMilli(), Kind: &flotillapb.Command_Diag{Diag: d}})
+		return agenttest.WaitFor[flotillapb.CommandResult](la.srv, mark, "dev-rd", "cmd-result", func(r *flotillapb.CommandResult) bool { return r.GetCommandId() == id })
+	}
+	if r := ask("c0", &flotillapb.Diag{What: "status"}); r.GetOk() || !strings.Contains(r.GetError(), "not served") {
+		t.Fatalf("without a handler: %v", r)
+	}
+	la.a.SetRemoteDiag(la.server.Remote)
+	r := ask("c1", &flotillapb.Diag{What: "status"})
+	var st diag.StatusReport
+	if !r.GetOk() || json.Unmarshal(r.GetOutput(), &st) != nil || st.Source != diag.SourceAgent || st.Identity == nil || st.Identity.DeviceID != "dev-rd" {
+		t.Fatalf("remote status: %v", r)
+	}
+	log := slog.New(la.ring.Handler(nil))
+	for i := range 100 {
+		log.Warn("big record", "n", i, "blob", strings.Repeat("x", 2000))
+	}
+	r = ask("c2", &flotillapb.Diag{What: "logs", Level: "warn", Contains: "big"})
+	var lr diag.LogsReport
+	if !r.GetOk() || json.Unmarshal(r.GetOutput(), &lr) != nil {
+		t.Fatalf("remote logs: %v", r)
+	}
+	if len(r.GetOutput()) > agent.MaxCommandOutput || lr.Cut == 0 || len(lr.Entries)+lr.Cut != 100 || lr.Entries[len(lr.Entries)-1].Attrs["n"] != "99" {
+		t.Errorf("remote logs: %d bytes, %d entries, %d cut", len(r.GetOutput()), len(lr.Entries), lr.Cut)
+	}
+	if _, err := la.server.Remote(context.Background(), &flotillapb.Diag{What: "rollback"}); err == nil {
+		t.Error("a rollback was served remotely")
+	}
 }

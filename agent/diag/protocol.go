@@ -190,7 +190,8 @@ type TestInferReport struct {
 // LogsReport answers logs.
 type LogsReport struct {
 	Entries []logring.Entry `json:"entries"`
-	Kept    uint64          `json:"kept_total"` // records ever kept; older ones are forgotten
+	Kept    uint64          `json:"kept_total"`           // records ever kept; older ones are forgotten
+	Cut     int             `json:"cut_to_fit,omitempty"` // oldest records left out to fit a remote answer
 }
 
 // RollbackReport answers rollback.

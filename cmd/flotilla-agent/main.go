@@ -155,6 +155,9 @@ func run(args []string) error {
 			}
 		}()
 	}
+	// Diagnostics: on the local socket, and remotely (diag commands).
+	dsrv := diag.NewServer(diag.Config{Agent: a, Logs: ring, Logger: log.With("component", "diag")})
+	a.SetRemoteDiag(dsrv.Remote)
 	if sock := *diagSocket; sock != config.Off {
 		if sock == "" {
 			sock = filepath.Join(cfg.DataDir, diag.SocketName)
@@ -165,10 +168,9 @@ func run(args []string) error {
 		} else {
 			dctx, cancel := context.WithCancel(ctx)
 			done := make(chan struct{})
-			srv := diag.NewServer(diag.Config{Agent: a, Logs: ring, Logger: log.With("component", "diag")})
 			go func() {
 				defer close(done)
-				if err := srv.Serve(dctx, l); err != nil {
+				if err := dsrv.Serve(dctx, l); err != nil {
 					log.Warn("diagnostics socket stopped", "err", err)
 				}
 			}()
