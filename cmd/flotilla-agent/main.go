@@ -23,13 +23,16 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/flotilla-edge/flotilla/agent"
 	"github.com/flotilla-edge/flotilla/agent/config"
 	"github.com/flotilla-edge/flotilla/agent/diag"
 	diagcli "github.com/flotilla-edge/flotilla/agent/diag/cli"
 	"github.com/flotilla-edge/flotilla/agent/logring"
+	"github.com/flotilla-edge/flotilla/firmware/selfupdate"
 	"github.com/flotilla-edge/flotilla/proto/wire"
 )
 
@@ -137,6 +140,13 @@ func run(args []string) error {
 	}
 	cfg.Logger = log
 	cfg.Version = version
+	// Self-update: the installed binary starts the active slot's agent
+	// (firmware/selfupdate), unless it is that one; a pending one must
+	// connect before its deadline.
+	up := selfupdate.New(cfg.DataDir)
+	if os.Getenv(selfupdate.SlotEnv) == "" {
+		launch(up, log)
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err
@@ -178,7 +188,54 @@ func run(args []string) error {
 			log.Info("diagnostics socket listening", "socket", sock)
 		}
 	}
-	return a.Run(ctx)
+	probation := make(chan error, 1)
+	go func() {
+		st, err := up.Probation(ctx, func() bool { return a.Status().State == agent.StateConnected }, time.Second)
+		if err != nil {
+			log.Error("agent update not confirmed: exiting so that the previous agent is restored", "err", err)
+			stop()
+		} else if os.Getenv(selfupdate.SlotEnv) != "" && !st.Pending && st.Active == os.Getenv(selfupdate.SlotEnv) {
+			log.Info("agent update confirmed", "version", version, "slot", st.Active)
+		}
+		probation <- err
+	}()
+	err = a.Run(ctx)
+	stop()
+	if perr := <-probation; perr != nil {
+		return perr
+	}
+	return err
+}
+
+// launch execs the active slot's agent when there is one; it returns only
+// when the installed binary is the one to run (or the slot's cannot start:
+// a pending one is then rolled back).
+func launch(up *selfupdate.Updater, log *slog.Logger) {
+	path, st, err := up.Select()
+	if st.RejectedVersion != "" {
+		log.Warn("agent update rolled back", "version", st.RejectedVersion, "reason", st.RejectedReason, "running", st.ActiveVersion)
+	}
+	if err != nil {
+		log.Warn("agent slots unreadable; running the installed agent", "err", err)
+		return
+	}
+	if path == "" {
+		return
+	}
+	log.Info("starting the agent in its slot", "slot", st.Active, "version", st.ActiveVersion, "pending", st.Pending, "start", st.Attempts)
+	env := []string{selfupdate.SlotEnv + "=" + st.Active} // first: the one getenv finds
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, selfupdate.SlotEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	err = syscall.Exec(path, os.Args, env)
+	log.Error("cannot start the agent in its slot; running the installed agent", "path", path, "err", err)
+	if st.Pending {
+		if _, err := up.Failed("exec: " + err.Error()); err != nil {
+			log.Error("agent slots", "err", err)
+		}
+	}
 }
 
 // setLevel sets the log level ("" = info); load has checked it parses.
