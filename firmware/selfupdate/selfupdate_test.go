@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,30 +38,52 @@ func build(t *testing.T, dir, name, pkg, v string) string {
 // agentRun is one start of the installed agent, as systemd would do it.
 type agentRun struct {
 	cmd  *exec.Cmd
-	done chan error
-	log  *bytes.Buffer
+	done chan struct{} // closed when the process has exited
+	err  error         // Wait's, once done
+	log  *lockedBuffer
+}
+
+// lockedBuffer is the process's output, written by exec's copier while
+// the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func start(t *testing.T, bin, data string, srv *agenttest.Server) *agentRun {
 	t.Helper()
-	var log bytes.Buffer
+	log := new(lockedBuffer)
 	c := exec.Command(bin, "run", "-data-dir", data, "-server", srv.URL(), "-ca-fingerprint", srv.CAFingerprint(),
 		"-device-id", "dev-su", "-infer-addr", "off", "-infer-socket", "off", "-sideload-dir", "off", "-diag-socket", "off",
 		"-plugin-dir", filepath.Join(data, "..", "no-plugins"))
 	c.Env = append(os.Environ(), "FLOTILLA_ENROL_TOKEN="+srv.Token(), selfupdate.SlotEnv+"=")
-	c.Stdout, c.Stderr = &log, &log
+	c.Stdout, c.Stderr = log, log
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := &agentRun{cmd: c, done: make(chan error, 1), log: &log}
-	go func() { r.done <- c.Wait() }()
+	r := &agentRun{cmd: c, done: make(chan struct{}), log: log}
+	go func() { r.err = c.Wait(); close(r.done) }()
 	t.Cleanup(func() { r.stop(t) })
 	return r
 }
 
 func (r *agentRun) stop(t *testing.T) {
-	if r.cmd.ProcessState != nil {
+	select {
+	case <-r.done:
 		return
+	default:
 	}
 	r.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -75,9 +98,9 @@ func (r *agentRun) stop(t *testing.T) {
 func (r *agentRun) exit(t *testing.T) int {
 	t.Helper()
 	select {
-	case err := <-r.done:
+	case <-r.done:
 		var ee *exec.ExitError
-		if errors.As(err, &ee) {
+		if errors.As(r.err, &ee) {
 			return ee.ExitCode()
 		}
 		return 0
