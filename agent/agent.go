@@ -203,8 +203,22 @@ func New(cfg Config) (*Agent, error) {
 // ("shutdown") and disconnects. It returns nil after a clean shutdown, and an
 // error when the agent cannot go on: the state cannot be opened, or the
 // control plane refused enrolment (errors.Is with enrol.ErrUnauthorized,
-// ErrConflict, ErrGone, ErrInvalid, ErrFingerprint).
+// ErrConflict, ErrGone, ErrInvalid, ErrFingerprint). After staging a new
+// agent binary it shuts down the same way and returns ErrRestartForUpdate.
 func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	a.dg.mu.Lock()
+	a.dg.restart = cancel
+	a.dg.mu.Unlock()
+	err := a.run(ctx)
+	if errors.Is(context.Cause(ctx), ErrRestartForUpdate) {
+		return ErrRestartForUpdate
+	}
+	return err
+}
+
+func (a *Agent) run(ctx context.Context) error {
 	db, err := a.openState(ctx)
 	if err != nil {
 		return err

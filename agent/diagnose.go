@@ -59,6 +59,8 @@ type diagHooks struct {
 	skew   time.Duration
 	skewAt time.Time
 	remote RemoteDiag
+	// restart ends Run with a cause (ErrRestartForUpdate).
+	restart context.CancelCauseFunc
 }
 
 // RemoteDiag answers a diag command from the control plane with its

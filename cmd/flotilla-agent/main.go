@@ -48,6 +48,9 @@ func main() {
 	switch os.Args[1] {
 	case "run":
 		err = run(os.Args[2:])
+		if errors.Is(err, agent.ErrRestartForUpdate) {
+			err = relaunch() // into the agent binary just staged
+		}
 	case "diag":
 		os.Exit(diagcli.Main(context.Background(), diagcli.Env{Args: os.Args[2:], Getenv: os.Getenv, Stdout: os.Stdout, Stderr: os.Stderr}))
 	case "version":
@@ -223,13 +226,7 @@ func launch(up *selfupdate.Updater, log *slog.Logger) {
 		return
 	}
 	log.Info("starting the agent in its slot", "slot", st.Active, "version", st.ActiveVersion, "pending", st.Pending, "start", st.Attempts)
-	env := []string{selfupdate.SlotEnv + "=" + st.Active} // first: the one getenv finds
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, selfupdate.SlotEnv+"=") {
-			env = append(env, kv)
-		}
-	}
-	err = syscall.Exec(path, os.Args, env)
+	err = syscall.Exec(path, os.Args, slotEnv(st.Active))
 	log.Error("cannot start the agent in its slot; running the installed agent", "path", path, "err", err)
 	if st.Pending {
 		if _, err := up.Failed("exec: " + err.Error()); err != nil {
@@ -245,4 +242,28 @@ func setLevel(v *slog.LevelVar, s string) {
 		_ = l.UnmarshalText([]byte(s))
 	}
 	v.Set(l)
+}
+
+// slotEnv is the environment with SlotEnv set to slot ("" = removed).
+func slotEnv(slot string) []string {
+	var env []string
+	if slot != "" {
+		env = append(env, selfupdate.SlotEnv+"="+slot) // first: the one getenv finds
+	}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, selfupdate.SlotEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// relaunch starts this program again from the top, as the launcher, so
+// that it runs the agent binary just staged. It returns only on failure.
+func relaunch() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("restart after staging a new agent: %w", err)
+	}
+	return fmt.Errorf("restart after staging a new agent: %w", syscall.Exec(exe, os.Args, slotEnv("")))
 }

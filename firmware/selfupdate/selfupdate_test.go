@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,6 +16,9 @@ import (
 	"time"
 
 	"github.com/flotilla-edge/flotilla/agent/agenttest"
+	"github.com/flotilla-edge/flotilla/agent/install"
+	"github.com/flotilla-edge/flotilla/controlplane/bundle"
+	"github.com/flotilla-edge/flotilla/controlplane/release"
 	"github.com/flotilla-edge/flotilla/firmware/selfupdate"
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/topic"
@@ -64,10 +69,16 @@ func (l *lockedBuffer) String() string {
 
 func start(t *testing.T, bin, data string, srv *agenttest.Server) *agentRun {
 	t.Helper()
+	return startWith(t, bin, data, srv, "-sideload-dir", "off")
+}
+
+func startWith(t *testing.T, bin, data string, srv *agenttest.Server, extra ...string) *agentRun {
+	t.Helper()
 	log := new(lockedBuffer)
-	c := exec.Command(bin, "run", "-data-dir", data, "-server", srv.URL(), "-ca-fingerprint", srv.CAFingerprint(),
-		"-device-id", "dev-su", "-infer-addr", "off", "-infer-socket", "off", "-sideload-dir", "off", "-diag-socket", "off",
-		"-plugin-dir", filepath.Join(data, "..", "no-plugins"))
+	args := append([]string{"run", "-data-dir", data, "-server", srv.URL(), "-ca-fingerprint", srv.CAFingerprint(),
+		"-device-id", "dev-su", "-infer-addr", "off", "-infer-socket", "off", "-diag-socket", "off",
+		"-plugin-dir", filepath.Join(data, "..", "no-plugins")}, extra...)
+	c := exec.Command(bin, args...)
 	c.Env = append(os.Environ(), "FLOTILLA_ENROL_TOKEN="+srv.Token(), selfupdate.SlotEnv+"=")
 	c.Stdout, c.Stderr = log, log
 	if err := c.Start(); err != nil {
@@ -248,4 +259,107 @@ func TestDeadlineAndProbation(t *testing.T) {
 	if _, _, err := up.Select(); err == nil {
 		t.Error("a state naming another folder was accepted")
 	}
+}
+
+// TestAgentBundleSideloaded delivers a new agent the way the field does:
+// a signed bundle of kind agent (release repository, real 2.0 binary)
+// dropped in the sideload folder of a running 1.0 agent. 1.0 verifies and
+// stages it, restarts through the launcher into 2.0, which connects and
+// confirms; the retained bundle does not make 2.0 restart again.
+func TestAgentBundleSideloaded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the agent twice")
+	}
+	dir := t.TempDir()
+	v1 := build(t, dir, "flotilla-agent", "../../cmd/flotilla-agent", "1.0.0-sl")
+	v2 := build(t, dir, "flotilla-agent-2", "../../cmd/flotilla-agent", "2.0.0-sl")
+	srv := agenttest.New(t)
+	data := filepath.Join(dir, "data")
+	side := filepath.Join(dir, "sideload")
+
+	gen := func(role string, n int) []*release.Key {
+		var ks []*release.Key
+		for range n {
+			k, err := release.GenerateKey(role)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ks = append(ks, k)
+		}
+		return ks
+	}
+	tgt, online := gen(release.RoleTargets, 2), gen(release.RoleOnline, 1)[0]
+	repo, err := release.Init(release.RootKeys{Root: gen(release.RoleRoot, 1), Targets: tgt, Online: online, Threshold: 1}, time.Now(), release.DefaultExpiry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk, _ := release.GenerateKey(release.RoleOnline)
+	director, err := release.NewDirector(dk, time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := install.Provision(filepath.Join(data, "bundles"), repo.Roots[0], director.Root()); err != nil {
+		t.Fatal(err)
+	}
+
+	// The bundle: the 2.0 binary as the native variant for this platform.
+	src := filepath.Join(dir, "bundle-src")
+	os.MkdirAll(src, 0o755)
+	bin, _ := os.ReadFile(v2)
+	os.WriteFile(filepath.Join(src, "flotilla-agent"), bin, 0o755)
+	os.WriteFile(filepath.Join(src, "bundle.toml"), []byte(fmt.Sprintf(`name = "flotilla-agent"
+release = 2
+version = "2.0.0-sl"
+kind = "agent"
+
+[[variants]]
+runtime = "native"
+entry = "flotilla-agent"
+platforms = ["%s/%s"]
+`, goruntime.GOOS, goruntime.GOARCH)), 0o644)
+	raw, _, err := bundle.Build(src, bundle.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := release.TargetPath("flotilla-agent", 2)
+	if _, err := repo.AddTarget(target, raw, release.ReleaseCustom{Model: "flotilla-agent", ReleaseCounter: 2, Version: "2.0.0-sl"}, tgt[:1], time.Now(), release.DefaultExpiry); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Publish(online, time.Now(), release.DefaultExpiry); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Setenv("FLOTILLA_SIDELOAD_WAIVE_DIRECTOR", "true")
+	mark := srv.Mark()
+	r := startWith(t, v1, data, srv, "-sideload-dir", side)
+	birthVersion(t, srv, mark, "1.0.0-sl")
+
+	mark = srv.Mark()
+	tmp := filepath.Join(side, ".agent-2")
+	for name, body := range repo.Metadata() {
+		os.MkdirAll(filepath.Join(tmp, "release"), 0o755)
+		os.WriteFile(filepath.Join(tmp, "release", name), body, 0o644)
+	}
+	os.WriteFile(filepath.Join(tmp, "manifest"), raw, 0o644)
+	os.WriteFile(filepath.Join(tmp, "target"), []byte(target+"\n"), 0o644)
+	os.MkdirAll(filepath.Join(tmp, "files"), 0o755)
+	os.WriteFile(filepath.Join(tmp, "files", "flotilla-agent"), bin, 0o755)
+	if err := os.Rename(tmp, filepath.Join(side, "agent-2")); err != nil {
+		t.Fatal(err)
+	}
+	birthVersion(t, srv, mark, "2.0.0-sl")
+	up := selfupdate.New(data)
+	eventually(t, "2.0 confirmed", func() bool { st, _ := up.State(); return !st.Pending && st.ActiveVersion == "2.0.0-sl" })
+	// Running 2.0 with the bundle still in the folder: no restart loop.
+	mark = srv.Mark()
+	time.Sleep(2 * time.Second)
+	for _, m := range srv.Messages()[mark:] {
+		if strings.HasSuffix(m.Topic, "/birth") {
+			t.Fatalf("the agent restarted again after confirming:\n%s", r.log)
+		}
+	}
+	if !strings.Contains(r.log.String(), "agent binary staged; restarting into it") || !strings.Contains(r.log.String(), "agent update confirmed") {
+		t.Errorf("log:\n%s", r.log)
+	}
+	r.stop(t)
 }
