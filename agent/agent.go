@@ -204,7 +204,9 @@ func New(cfg Config) (*Agent, error) {
 // error when the agent cannot go on: the state cannot be opened, or the
 // control plane refused enrolment (errors.Is with enrol.ErrUnauthorized,
 // ErrConflict, ErrGone, ErrInvalid, ErrFingerprint). After staging a new
-// agent binary it shuts down the same way and returns ErrRestartForUpdate.
+// agent binary it shuts down the same way and returns ErrRestartForUpdate;
+// a new binary that did not connect before its deadline returns
+// ErrUpdateNotConfirmed.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -212,8 +214,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.dg.restart = cancel
 	a.dg.mu.Unlock()
 	err := a.run(ctx)
-	if errors.Is(context.Cause(ctx), ErrRestartForUpdate) {
-		return ErrRestartForUpdate
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, ErrRestartForUpdate), errors.Is(cause, ErrUpdateNotConfirmed):
+		return cause
 	}
 	return err
 }
@@ -249,6 +252,11 @@ func (a *Agent) run(ctx context.Context) error {
 			a.mu.Unlock()
 		}
 	}
+
+	wctx, wcancel := context.WithCancel(ctx)
+	wdone := make(chan struct{})
+	go func() { defer close(wdone); a.watchUpdate(wctx, db, m) }() // selfupdate.go
+	defer func() { wcancel(); <-wdone }()
 
 	id, err := a.ensureEnrolled(ctx, db)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/flotilla-edge/flotilla/agent/state"
 	"github.com/flotilla-edge/flotilla/firmware/selfupdate"
 	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
 )
@@ -75,7 +76,7 @@ func (m *models) stageAgent(ctx context.Context, man *pb.BundleManifest, fill fu
 		return fmt.Errorf("agent bundle %s: %w", v, err)
 	}
 	defer f.Close()
-	slot, err := up.Stage(f, maxAgentBinary, v, AgentConfirmWithin)
+	slot, err := up.Stage(f, maxAgentBinary, man.GetName(), v, AgentConfirmWithin)
 	if err != nil {
 		return err
 	}
@@ -90,4 +91,59 @@ func (m *models) stageAgent(ctx context.Context, man *pb.BundleManifest, fill fu
 		restart(ErrRestartForUpdate)
 	}
 	return nil
+}
+
+// ErrUpdateNotConfirmed is returned by Run when a new agent binary did not
+// connect before its deadline: the program must exit, and the launcher
+// restores the previous binary at the next start.
+var ErrUpdateNotConfirmed = errors.New("agent: the new agent binary was not confirmed before its deadline")
+
+// watchUpdate runs beside Run. It tells once (journal and reported state)
+// of an agent binary the launcher rolled back, and, when this binary is
+// the pending one, confirms it once connected — or, past its deadline,
+// ends Run with ErrUpdateNotConfirmed.
+func (a *Agent) watchUpdate(ctx context.Context, db *state.DB, m *models) {
+	up := selfupdate.New(a.cfg.DataDir)
+	st, err := up.State()
+	if err != nil {
+		a.log.Warn("agent slots", "err", err)
+		return
+	}
+	if st.RejectedVersion != "" && !st.Noted {
+		msg := fmt.Sprintf("agent %s rolled back to %s: %s", st.RejectedVersion, versionOr(st.ActiveVersion, a.cfg.Version), st.RejectedReason)
+		a.journal(ctx, db, "warn", "agent.rolledback", msg)
+		if m != nil && st.Bundle != "" {
+			m.setNotice(st.Bundle, msg)
+		}
+		if err := up.MarkNoted(); err != nil {
+			a.log.Warn("agent slots", "err", err)
+		}
+	}
+	pending := st.Pending && st.Active != "" && os.Getenv(selfupdate.SlotEnv) == st.Active // this binary is on probation
+	st, err = up.Probation(ctx, func() bool { return a.Status().State == StateConnected }, time.Second)
+	switch {
+	case errors.Is(err, selfupdate.ErrNotConfirmed):
+		a.journal(ctx, db, "error", "agent.unconfirmed", err.Error())
+		a.dg.mu.Lock()
+		restart := a.dg.restart
+		a.dg.mu.Unlock()
+		if restart != nil {
+			restart(ErrUpdateNotConfirmed)
+		}
+	case err != nil:
+		a.log.Warn("agent slots", "err", err)
+	case pending && !st.Pending:
+		a.journal(ctx, db, "info", "agent.committed", fmt.Sprintf("agent %s confirmed in slot %s", a.cfg.Version, st.Active))
+		a.log.Info("agent update confirmed", "version", a.cfg.Version, "slot", st.Active)
+		if m != nil && st.Bundle != "" {
+			m.setNotice(st.Bundle, "")
+		}
+	}
+}
+
+func versionOr(v, def string) string {
+	if v == "" {
+		return def + " (the installed agent)"
+	}
+	return v
 }

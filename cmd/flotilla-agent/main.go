@@ -25,7 +25,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/flotilla-edge/flotilla/agent"
 	"github.com/flotilla-edge/flotilla/agent/config"
@@ -191,21 +190,9 @@ func run(args []string) error {
 			log.Info("diagnostics socket listening", "socket", sock)
 		}
 	}
-	probation := make(chan error, 1)
-	go func() {
-		st, err := up.Probation(ctx, func() bool { return a.Status().State == agent.StateConnected }, time.Second)
-		if err != nil {
-			log.Error("agent update not confirmed: exiting so that the previous agent is restored", "err", err)
-			stop()
-		} else if os.Getenv(selfupdate.SlotEnv) != "" && !st.Pending && st.Active == os.Getenv(selfupdate.SlotEnv) {
-			log.Info("agent update confirmed", "version", version, "slot", st.Active)
-		}
-		probation <- err
-	}()
 	err = a.Run(ctx)
-	stop()
-	if perr := <-probation; perr != nil {
-		return perr
+	if errors.Is(err, agent.ErrUpdateNotConfirmed) {
+		log.Error("agent update not confirmed: exiting so that the previous agent is restored", "err", err)
 	}
 	return err
 }

@@ -58,6 +58,11 @@ type State struct {
 	Deadline        time.Time `json:"deadline,omitzero"`
 	RejectedVersion string    `json:"rejected_version,omitempty"`
 	RejectedReason  string    `json:"rejected_reason,omitempty"`
+	// Noted is set once the agent has journaled and reported the last
+	// rollback (MarkNoted), so it is told once.
+	Noted bool `json:"noted,omitempty"`
+	// Bundle is the name of the bundle the active binary came from.
+	Bundle string `json:"bundle,omitempty"`
 }
 
 // Updater manages the slots in Dir (DATA/agent).
@@ -136,7 +141,7 @@ func (u *Updater) BinaryPath(slot string) string {
 // confirmed within confirmWithin of its first start. The caller has
 // verified the binary (release signatures, director). Refused while
 // another update is pending.
-func (u *Updater) Stage(src io.Reader, maxSize int64, version string, confirmWithin time.Duration) (string, error) {
+func (u *Updater) Stage(src io.Reader, maxSize int64, bundle, version string, confirmWithin time.Duration) (string, error) {
 	st, err := u.State()
 	if err != nil {
 		return "", err
@@ -163,7 +168,8 @@ func (u *Updater) Stage(src io.Reader, maxSize int64, version string, confirmWit
 		return "", err
 	}
 	next := State{Active: slot, ActiveVersion: version, Previous: st.Active, PreviousVersion: st.ActiveVersion,
-		Pending: true, Deadline: u.now().Add(confirmWithin), RejectedVersion: st.RejectedVersion, RejectedReason: st.RejectedReason}
+		Pending: true, Deadline: u.now().Add(confirmWithin), RejectedVersion: st.RejectedVersion, RejectedReason: st.RejectedReason,
+		Noted: st.Noted, Bundle: bundle}
 	if err := u.save(next); err != nil {
 		return "", err
 	}
@@ -219,7 +225,18 @@ func (u *Updater) Failed(reason string) (State, error) {
 }
 
 func (u *Updater) rollback(st State, reason string) State {
-	return State{Active: st.Previous, ActiveVersion: st.PreviousVersion, RejectedVersion: st.ActiveVersion, RejectedReason: reason}
+	return State{Active: st.Previous, ActiveVersion: st.PreviousVersion, RejectedVersion: st.ActiveVersion, RejectedReason: reason,
+		Bundle: st.Bundle}
+}
+
+// MarkNoted records that the last rollback was journaled and reported.
+func (u *Updater) MarkNoted() error {
+	st, err := u.State()
+	if err != nil || st.Noted || st.RejectedVersion == "" {
+		return err
+	}
+	st.Noted = true
+	return u.save(st)
 }
 
 // Confirm commits the pending binary: the running agent proved itself.
@@ -249,11 +266,13 @@ func (u *Updater) Probation(ctx context.Context, healthy func() bool, poll time.
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
-		if healthy() {
-			return u.Confirm()
-		}
+		// The deadline first: past it, the launcher rolls back at the next
+		// start whatever this binary does, so it must not confirm.
 		if u.now().After(st.Deadline) {
 			return st, fmt.Errorf("%w: version %s", ErrNotConfirmed, st.ActiveVersion)
+		}
+		if healthy() {
+			return u.Confirm()
 		}
 		select {
 		case <-ctx.Done():

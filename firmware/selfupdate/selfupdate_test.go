@@ -22,6 +22,7 @@ import (
 	"github.com/flotilla-edge/flotilla/firmware/selfupdate"
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/topic"
+	"google.golang.org/protobuf/proto"
 )
 
 // build builds the real agent with version v (or the broken one) into dir.
@@ -86,7 +87,12 @@ func startWith(t *testing.T, bin, data string, srv *agenttest.Server, extra ...s
 	}
 	r := &agentRun{cmd: c, done: make(chan struct{}), log: log}
 	go func() { r.err = c.Wait(); close(r.done) }()
-	t.Cleanup(func() { r.stop(t) })
+	t.Cleanup(func() {
+		r.stop(t)
+		if t.Failed() {
+			t.Logf("agent %v:\n%s", args, log)
+		}
+	})
 	return r
 }
 
@@ -162,7 +168,7 @@ func TestSelfUpdateWithRealBuilds(t *testing.T) {
 
 	// 2.0 staged: launched by 1.0, confirmed once connected.
 	f, _ := os.Open(v2)
-	slot, err := up.Stage(f, 256<<20, "2.0.0-su", time.Minute)
+	slot, err := up.Stage(f, 256<<20, "flotilla-agent", "2.0.0-su", time.Minute)
 	f.Close()
 	if err != nil || slot != "a" {
 		t.Fatalf("stage 2.0: %q, %v", slot, err)
@@ -176,10 +182,10 @@ func TestSelfUpdateWithRealBuilds(t *testing.T) {
 	// A broken build staged: it crashes at every start; after three the
 	// launcher restores 2.0.
 	f, _ = os.Open(broken)
-	if slot, err = up.Stage(f, 256<<20, "3.0.0-broken", time.Hour); err != nil || slot != "b" {
+	if slot, err = up.Stage(f, 256<<20, "flotilla-agent", "3.0.0-broken", time.Hour); err != nil || slot != "b" {
 		t.Fatalf("stage the broken build: %q, %v", slot, err)
 	}
-	if _, err := up.Stage(strings.NewReader("x"), 10, "4", time.Hour); !errors.Is(err, selfupdate.ErrPending) {
+	if _, err := up.Stage(strings.NewReader("x"), 10, "flotilla-agent", "4", time.Hour); !errors.Is(err, selfupdate.ErrPending) {
 		t.Errorf("a second stage while one is pending: %v", err)
 	}
 	for i := 1; i <= 3; i++ {
@@ -198,6 +204,30 @@ func TestSelfUpdateWithRealBuilds(t *testing.T) {
 	if !strings.Contains(r.log.String(), "agent update rolled back") {
 		t.Errorf("the rollback was not logged:\n%s", r.log)
 	}
+	// …and journaled and reported once, on the bundle's entry.
+	defer func() {
+		if t.Failed() {
+			for _, m := range srv.Messages()[mark:] {
+				if strings.HasSuffix(m.Topic, "/reported") {
+					var rs flotillapb.ReportedState
+					proto.Unmarshal(m.Payload, &rs)
+					t.Logf("reported: %v", &rs)
+				}
+			}
+			t.Logf("log:\n%s", r.log)
+		}
+	}()
+	agenttest.WaitFor[flotillapb.ReportedState](srv, mark, "dev-su", topic.Reported, func(rs *flotillapb.ReportedState) bool {
+		for _, m := range rs.GetModels() {
+			if m.GetName() == "flotilla-agent" && strings.Contains(m.GetLastError(), "agent 3.0.0-broken rolled back to 2.0.0-su: started 3 times") {
+				return true
+			}
+		}
+		return false
+	})
+	if st, _ := up.State(); !st.Noted {
+		t.Error("the rollback is not marked as told")
+	}
 	r.stop(t)
 }
 
@@ -211,7 +241,7 @@ func TestDeadlineAndProbation(t *testing.T) {
 	if path, st, err := up.Select(); path != "" || st.Active != "" || err != nil {
 		t.Fatalf("no slots: %q %+v %v", path, st, err)
 	}
-	if _, err := up.Stage(strings.NewReader("#!/bin/sh\n"), 1<<20, "2", time.Minute); err != nil {
+	if _, err := up.Stage(strings.NewReader("#!/bin/sh\n"), 1<<20, "flotilla-agent", "2", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	path, st, err := up.Select()
@@ -234,7 +264,7 @@ func TestDeadlineAndProbation(t *testing.T) {
 		t.Fatalf("start after the deadline: %q %+v %v", path, st, err)
 	}
 
-	if _, err := up.Stage(strings.NewReader("#!/bin/sh\n"), 1<<20, "3", time.Minute); err != nil {
+	if _, err := up.Stage(strings.NewReader("#!/bin/sh\n"), 1<<20, "flotilla-agent", "3", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	up.Select()
@@ -250,7 +280,7 @@ func TestDeadlineAndProbation(t *testing.T) {
 		}
 	}
 	// A pending binary that cannot be executed is rolled back at once.
-	up.Stage(strings.NewReader("x"), 10, "4", time.Minute)
+	up.Stage(strings.NewReader("x"), 10, "flotilla-agent", "4", time.Minute)
 	if st, err := up.Failed("exec: permission denied"); err != nil || st.ActiveVersion != "3" || st.RejectedVersion != "4" {
 		t.Fatalf("failed exec: %+v %v", st, err)
 	}
