@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flotilla-edge/flotilla/agent/chunkstore"
 	"github.com/flotilla-edge/flotilla/agent/lifecycle"
 	"github.com/flotilla-edge/flotilla/agent/metrics"
 	"github.com/flotilla-edge/flotilla/agent/state"
@@ -40,6 +41,10 @@ type Internals struct {
 	ClockSkew    time.Duration
 	SkewMeasured time.Time
 	Connected    bool // a broker connection is being served
+	// Quotas are the configured byte caps of what the agent keeps in
+	// DataDir: "bundles" (the chunk store), "metrics" (the telemetry
+	// buffer) and, when set, "models" (all slots); 0 = none.
+	Quotas map[string]int64
 }
 
 // RuntimeStatus is one runtime a model may ask for.
@@ -144,6 +149,19 @@ func (a *Agent) Internals() Internals {
 		in.Connected = s.current() != nil
 	}
 	in.Facts = a.facts()
+	in.Quotas = map[string]int64{"bundles": chunkstore.DefaultQuota}
+	if q := a.cfg.ChunkQuotaBytes; q > 0 {
+		in.Quotas["bundles"] = q
+	}
+	if a.cfg.Models != nil {
+		in.Quotas["metrics"] = 64 << 20 // agent/metrics' default
+		if q := a.cfg.Telemetry.QuotaBytes; q > 0 {
+			in.Quotas["metrics"] = q
+		}
+		if q := a.cfg.Models.Lifecycle.QuotaBytes; q > 0 {
+			in.Quotas["models"] = q
+		}
+	}
 	return in
 }
 

@@ -71,6 +71,9 @@ func TestDiagnosticHooks(t *testing.T) {
 	if !onnx.Started || onnx.Failed != "" {
 		t.Errorf("runtimes: %+v", in.Runtimes)
 	}
+	if in.Quotas["bundles"] == 0 || in.Quotas["metrics"] == 0 {
+		t.Errorf("quotas: %v", in.Quotas)
+	}
 	g, err := in.Lifecycle.CheckGolden(ctx, "digits")
 	if err != nil || !g.HasGolden || g.Err != nil || g.Release != 2 {
 		t.Fatalf("golden on demand: %+v, %v", g, err)

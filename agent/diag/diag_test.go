@@ -124,7 +124,7 @@ func TestLiveAndOffline(t *testing.T) {
 	if len(st.Accelerators) != 1 || st.Accelerators[0].Kind != "cuda" || len(st.Runtimes) == 0 || st.Runtimes[0].Name != "wasm" {
 		t.Errorf("accelerators %+v, runtimes %+v", st.Accelerators, st.Runtimes)
 	}
-	if st.Disk.TotalBytes == 0 || st.Disk.Used["state"] == 0 || st.Buffer == nil {
+	if st.Disk.TotalBytes == 0 || st.Disk.Used["state"] == 0 || st.Buffer == nil || st.Disk.Quotas["bundles"] != 1<<30 || st.Disk.Quotas["metrics"] != 64<<20 {
 		t.Errorf("disk %+v, buffer %+v", st.Disk, st.Buffer)
 	}
 	if st.ClockSkewSeconds != nil {

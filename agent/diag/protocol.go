@@ -162,8 +162,9 @@ type Buffer struct {
 type Disk struct {
 	Path       string           `json:"path"`
 	TotalBytes uint64           `json:"total_bytes"`
-	FreeBytes  uint64           `json:"free_bytes"` // available to the agent
-	Used       map[string]int64 `json:"used"`       // bytes per part: models, bundles, metrics, state
+	FreeBytes  uint64           `json:"free_bytes"`       // available to the agent
+	Used       map[string]int64 `json:"used"`             // bytes per part: models, bundles, metrics, state
+	Quotas     map[string]int64 `json:"quotas,omitempty"` // configured caps per part (live only)
 }
 
 // Event is a journal entry or a log record.

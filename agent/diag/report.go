@@ -41,6 +41,17 @@ func liveStatus(ctx context.Context, a Agent, logs *logring.Ring) StatusReport {
 	}
 	if in.Lifecycle != nil {
 		r.Models = liveModels(in.Lifecycle)
+		if in.DB != nil { // the probation's start is in the durable record
+			if recs, err := in.DB.Models(ctx); err == nil {
+				for i := range r.Models {
+					for _, rec := range recs {
+						if rec.Name == r.Models[i].Name && rec.Phase == lifecycle.PhaseProbation {
+							r.Models[i].ProbationSince = rec.ProbationStart
+						}
+					}
+				}
+			}
+		}
 	}
 	for i := range r.Models {
 		r.Models[i].Slots = slotFolders(in.DataDir, r.Models[i].Name)
@@ -64,6 +75,7 @@ func liveStatus(ctx context.Context, a Agent, logs *logring.Ring) StatusReport {
 		}
 	}
 	r.Disk = diskUse(in.DataDir, &r.Problems)
+	r.Disk.Quotas = in.Quotas
 	if logs != nil {
 		es, _ := logs.Entries(logring.Filter{MinLevel: slog.LevelWarn, Limit: recentErrors})
 		for _, e := range es {

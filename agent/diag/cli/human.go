@@ -83,7 +83,11 @@ func writeStatus(w io.Writer, r diag.StatusReport) {
 	sort.Strings(parts)
 	var used []string
 	for _, k := range parts {
-		used = append(used, k+" "+bytesOf(d.Used[k]))
+		u := k + " " + bytesOf(d.Used[k])
+		if q := d.Quotas[k]; q > 0 {
+			u += fmt.Sprintf(" of %s (%.0f%%)", bytesOf(q), 100*float64(d.Used[k])/float64(q))
+		}
+		used = append(used, u)
 	}
 	fmt.Fprintf(w, "disk           %s free of %s; %s\n", bytesOf(int64(d.FreeBytes)), bytesOf(int64(d.TotalBytes)), strings.Join(used, ", "))
 	fmt.Fprintln(w)
