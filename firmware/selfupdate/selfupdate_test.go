@@ -76,9 +76,10 @@ func start(t *testing.T, bin, data string, srv *agenttest.Server) *agentRun {
 func startWith(t *testing.T, bin, data string, srv *agenttest.Server, extra ...string) *agentRun {
 	t.Helper()
 	log := new(lockedBuffer)
-	args := append([]string{"run", "-data-dir", data, "-server", srv.URL(), "-ca-fingerprint", srv.CAFingerprint(),
+	args := []string{"run", "-data-dir", data, "-server", srv.URL(), "-ca-fingerprint", srv.CAFingerprint(),
 		"-device-id", "dev-su", "-infer-addr", "off", "-infer-socket", "off", "-diag-socket", "off",
-		"-plugin-dir", filepath.Join(data, "..", "no-plugins")}, extra...)
+		"-plugin-dir", filepath.Join(data, "..", "no-plugins")}
+	args = append(args, extra...) // a later flag wins: -diag-socket PATH over off
 	c := exec.Command(bin, args...)
 	c.Env = append(os.Environ(), "FLOTILLA_ENROL_TOKEN="+srv.Token(), selfupdate.SlotEnv+"=")
 	c.Stdout, c.Stderr = log, log
@@ -361,7 +362,8 @@ platforms = ["%s/%s"]
 
 	t.Setenv("FLOTILLA_SIDELOAD_WAIVE_DIRECTOR", "true")
 	mark := srv.Mark()
-	r := startWith(t, v1, data, srv, "-sideload-dir", side)
+	sock := filepath.Join(dir, "diag.sock")
+	r := startWith(t, v1, data, srv, "-sideload-dir", side, "-diag-socket", sock)
 	birthVersion(t, srv, mark, "1.0.0-sl")
 
 	mark = srv.Mark()
@@ -387,6 +389,11 @@ platforms = ["%s/%s"]
 		if strings.HasSuffix(m.Topic, "/birth") {
 			t.Fatalf("the agent restarted again after confirming:\n%s", r.log)
 		}
+	}
+	// The 1.0 CLI asks the 2.0 agent over the diag socket: one protocol.
+	out, err := exec.Command(v1, "diag", "-socket", sock, "-data-dir", data, "status", "-json").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"version": "2.0.0-sl"`) || !strings.Contains(string(out), `"source": "agent"`) {
+		t.Errorf("diag status from the 1.0 CLI: %v\n%s", err, out)
 	}
 	if !strings.Contains(r.log.String(), "agent binary staged; restarting into it") || !strings.Contains(r.log.String(), "agent update confirmed") {
 		t.Errorf("log:\n%s", r.log)
