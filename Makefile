@@ -20,7 +20,7 @@ FUZZTIME ?= 10s
 
 WASM_GUESTS := mlp misbehave nndigits nnprobe nnforward denseloop
 
-.PHONY: wasm-guests help build test test-go fuzz-short demo bench soak lint proto proto-check cross deps clean
+.PHONY: wasm-guests help build test test-go fuzz-short demo bench soak lint proto proto-check cross cross-agent deb deps clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -88,16 +88,32 @@ proto-check: ## fail if the committed generated code differs from a fresh genera
 		[ -f $$tmp/proto/flotillapb/$$(basename $$f) ] || { echo "$$f has no .proto source"; rm -rf $$tmp; exit 1; }; \
 	done; rm -rf $$tmp; echo "generated code in sync"
 
-cross: ## cgo-free agent for linux amd64, arm64, arm/v7; server and flotctl for amd64, arm64
-	@mkdir -p $(BIN)
-	@for t in amd64 arm64 arm; do \
-		CGO_ENABLED=0 GOOS=linux GOARCH=$$t GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
-			-o $(BIN)/flotilla-agent-linux-$$t ./cmd/flotilla-agent; \
-	done
+cross: cross-agent ## cgo-free agent for linux amd64, arm64, arm/v7; server and flotctl for amd64, arm64
 	@for t in amd64 arm64; do for c in flotilla-server flotctl; do \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$t $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$c-linux-$$t ./cmd/$$c; \
 	done; done
 	@ls -l $(BIN)/*-linux-*
+
+AGENT_ARCHES ?= amd64 arm64 arm
+cross-agent: ## cgo-free agent for linux amd64, arm64, arm/v7 (bin/flotilla-agent-linux-{amd64,arm64,arm})
+	@mkdir -p $(BIN)
+	@for t in $(AGENT_ARCHES); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$t GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+			-o $(BIN)/flotilla-agent-linux-$$t ./cmd/flotilla-agent; \
+	done
+
+# The agent's Debian packages, built by nfpm (packaging/nfpm.yaml). Debian
+# versions must start with a digit: 0.0.0+<git describe> until releases are
+# tagged.
+NFPM ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+DEB_VERSION ?= $(shell echo '$(VERSION)' | sed -e '/^v[0-9]/{s/^v//;s/-/+/g;b;}' -e 's/-/./g;s/^/0.0.0+/')
+DEB_ARCHES ?= amd64 arm64 armhf
+deb: cross-agent ## flotilla-agent .deb for amd64, arm64, armhf into bin/ (DEB_ARCHES to choose)
+	@for a in $(DEB_ARCHES); do \
+		case $$a in armhf) g=arm ;; *) g=$$a ;; esac; \
+		DEB_ARCH=$$a GOARCH_BIN=$$g DEB_VERSION='$(DEB_VERSION)' BIN='$(BIN)' \
+			$(NFPM) pkg --packager deb --config packaging/nfpm.yaml --target $(BIN)/; \
+	done
 
 demo: build ## control plane on the embedded defaults and three simulated agents
 	@.ci/demo

@@ -114,6 +114,8 @@ type Agent struct {
 	inferAddr string // the inference API's bound TCP address, once listening
 	reconf    chan struct{}
 	live      Live
+
+	dg diagHooks // what on-site diagnostics read (diagnose.go)
 }
 
 // New checks cfg and returns an agent. It does no I/O.
@@ -201,14 +203,33 @@ func New(cfg Config) (*Agent, error) {
 // ("shutdown") and disconnects. It returns nil after a clean shutdown, and an
 // error when the agent cannot go on: the state cannot be opened, or the
 // control plane refused enrolment (errors.Is with enrol.ErrUnauthorized,
-// ErrConflict, ErrGone, ErrInvalid, ErrFingerprint).
+// ErrConflict, ErrGone, ErrInvalid, ErrFingerprint). After staging a new
+// agent binary it shuts down the same way and returns ErrRestartForUpdate;
+// a new binary that did not connect before its deadline returns
+// ErrUpdateNotConfirmed.
 func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	a.dg.mu.Lock()
+	a.dg.restart = cancel
+	a.dg.mu.Unlock()
+	err := a.run(ctx)
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, ErrRestartForUpdate), errors.Is(cause, ErrUpdateNotConfirmed):
+		return cause
+	}
+	return err
+}
+
+func (a *Agent) run(ctx context.Context) error {
 	db, err := a.openState(ctx)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	defer a.setState(StateStopped)
+	a.attach(db, nil, nil)
+	defer a.detach()
 
 	// Models serve before (and without) any connection.
 	var m *models
@@ -220,6 +241,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err := a.openTelemetry(ctx, m); err != nil {
 			return err
 		}
+		a.attach(nil, m, nil)
 		mctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); m.run(mctx) }()
@@ -230,6 +252,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.mu.Unlock()
 		}
 	}
+
+	wctx, wcancel := context.WithCancel(ctx)
+	wdone := make(chan struct{})
+	go func() { defer close(wdone); a.watchUpdate(wctx, db, m) }() // selfupdate.go
+	defer func() { wcancel(); <-wdone }()
 
 	id, err := a.ensureEnrolled(ctx, db)
 	if err != nil {
@@ -242,6 +269,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.attach(nil, nil, s)
 	return s.run(ctx)
 }
 

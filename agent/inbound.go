@@ -95,17 +95,24 @@ func (s *session) onCommand(ctx context.Context, conn Conn, m Message) {
 		return
 	}
 	res.CommandId = c.GetId()
+	s.a.noteIssued(c.GetIssuedAtMs())
 	if exp := c.GetExpiresAtMs(); exp != 0 && s.nowMS() > exp {
 		s.a.count(CounterCommandsExpired)
 		s.a.log.Info("ignored expired command", "id", c.GetId())
 		return
 	}
-	switch c.GetKind().(type) {
+	switch k := c.GetKind().(type) {
 	case *flotillapb.Command_Ping:
 	case *flotillapb.Command_Resync:
 		if err := s.resync(ctx, conn); err != nil {
 			res.Ok, res.Error = false, err.Error()
 		}
+	case *flotillapb.Command_Diag:
+		out, err := s.a.remoteDiag(ctx, k.Diag)
+		if err != nil {
+			res.Ok, res.Error = false, clipText(err.Error())
+		}
+		res.Output = out
 	}
 	res.FinishedAtMs = s.nowMS()
 	s.a.count(CounterCommands)

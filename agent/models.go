@@ -303,6 +303,9 @@ func stagedManifest(st install.Staged) ([]byte, error) {
 // activate prepares the model's inactive slot, has fill put the verified
 // bundle there, and stages it in the lifecycle.
 func (m *models) activate(ctx context.Context, man *pb.BundleManifest, raw []byte, fill func(slot string) error) error {
+	if man.GetKind() == pb.BundleKind_BUNDLE_KIND_AGENT {
+		return m.stageAgent(ctx, man, fill) // a new agent binary (selfupdate.go)
+	}
 	m.activating.Lock()
 	defer m.activating.Unlock()
 	var size uint64

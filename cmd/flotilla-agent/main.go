@@ -4,7 +4,8 @@
 //	flotilla-agent run [-config FILE] [-data-dir DIR] [-server URL] [-token T]
 //	                   [-ca-fingerprint FP] [-device-id ID] [-label k=v]...
 //	                   [-plugin-dir DIR] [-ort-lib PATH] [-infer-addr ADDR]
-//	                   [-infer-socket PATH] [-sideload-dir DIR]
+//	                   [-infer-socket PATH] [-sideload-dir DIR] [-diag-socket PATH]
+//	flotilla-agent diag COMMAND [-json]   (status, models, logs, …: diag help)
 //	flotilla-agent version
 //
 // Settings come from the config file, then FLOTILLA_* environment variables,
@@ -22,10 +23,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/flotilla-edge/flotilla/agent"
 	"github.com/flotilla-edge/flotilla/agent/config"
+	"github.com/flotilla-edge/flotilla/agent/diag"
+	diagcli "github.com/flotilla-edge/flotilla/agent/diag/cli"
+	"github.com/flotilla-edge/flotilla/agent/logring"
+	"github.com/flotilla-edge/flotilla/firmware/selfupdate"
 	"github.com/flotilla-edge/flotilla/proto/wire"
 )
 
@@ -41,6 +47,11 @@ func main() {
 	switch os.Args[1] {
 	case "run":
 		err = run(os.Args[2:])
+		if errors.Is(err, agent.ErrRestartForUpdate) {
+			err = relaunch() // into the agent binary just staged
+		}
+	case "diag":
+		os.Exit(diagcli.Main(context.Background(), diagcli.Env{Args: os.Args[2:], Getenv: os.Getenv, Stdout: os.Stdout, Stderr: os.Stderr}))
 	case "version":
 		fmt.Printf("flotilla-agent %s (protocol %d)\n", version, wire.ProtocolVersion)
 	case "help", "-h", "-help", "--help":
@@ -56,7 +67,7 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: flotilla-agent run [flags] | version\n\nrun -h lists the flags of run.")
+	fmt.Fprintln(w, "usage: flotilla-agent run [flags] | diag COMMAND | version\n\nrun -h lists the flags of run; diag help its commands.")
 }
 
 func run(args []string) error {
@@ -74,6 +85,7 @@ func run(args []string) error {
 	inferAddr := fs.String("infer-addr", "", "local inference API on loopback TCP (default "+agent.DefaultInferAddr+"; off = none)")
 	inferSocket := fs.String("infer-socket", "", "local inference API unix socket (default DATA_DIR/"+agent.InferSocketName+"; off = none)")
 	sideloadDir := fs.String("sideload-dir", "", "sideload folder (default DATA_DIR/sideload; off = none)")
+	diagSocket := fs.String("diag-socket", os.Getenv("FLOTILLA_DIAG_SOCKET"), "diagnostics unix socket (default $FLOTILLA_DIAG_SOCKET, else DATA_DIR/"+diag.SocketName+"; off = none)")
 	var labels []string
 	fs.Func("label", "label key=value (repeatable)", func(kv string) error { labels = append(labels, kv); return nil })
 	if err := fs.Parse(args); err != nil {
@@ -117,7 +129,8 @@ func run(args []string) error {
 	}
 	level := new(slog.LevelVar)
 	setLevel(level, fc.LogLevel)
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ring := logring.New(0, slog.LevelInfo) // recent records for flotilla-agent diag logs
+	log := slog.New(ring.Handler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 
 	exeDir := ""
 	if exe, err := os.Executable(); err == nil {
@@ -129,6 +142,13 @@ func run(args []string) error {
 	}
 	cfg.Logger = log
 	cfg.Version = version
+	// Self-update: the installed binary starts the active slot's agent
+	// (firmware/selfupdate), unless it is that one; a pending one must
+	// connect before its deadline.
+	up := selfupdate.New(cfg.DataDir)
+	if os.Getenv(selfupdate.SlotEnv) == "" {
+		launch(up, log)
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err
@@ -147,7 +167,59 @@ func run(args []string) error {
 			}
 		}()
 	}
-	return a.Run(ctx)
+	// Diagnostics: on the local socket, and remotely (diag commands).
+	dsrv := diag.NewServer(diag.Config{Agent: a, Logs: ring, Logger: log.With("component", "diag")})
+	a.SetRemoteDiag(dsrv.Remote)
+	if sock := *diagSocket; sock != config.Off {
+		if sock == "" {
+			sock = filepath.Join(cfg.DataDir, diag.SocketName)
+		}
+		l, err := diag.Listen(sock)
+		if err != nil {
+			log.Warn("diagnostics socket not opened", "err", err)
+		} else {
+			dctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if err := dsrv.Serve(dctx, l); err != nil {
+					log.Warn("diagnostics socket stopped", "err", err)
+				}
+			}()
+			defer func() { cancel(); <-done }()
+			log.Info("diagnostics socket listening", "socket", sock)
+		}
+	}
+	err = a.Run(ctx)
+	if errors.Is(err, agent.ErrUpdateNotConfirmed) {
+		log.Error("agent update not confirmed: exiting so that the previous agent is restored", "err", err)
+	}
+	return err
+}
+
+// launch execs the active slot's agent when there is one; it returns only
+// when the installed binary is the one to run (or the slot's cannot start:
+// a pending one is then rolled back).
+func launch(up *selfupdate.Updater, log *slog.Logger) {
+	path, st, err := up.Select()
+	if st.RejectedVersion != "" {
+		log.Warn("agent update rolled back", "version", st.RejectedVersion, "reason", st.RejectedReason, "running", st.ActiveVersion)
+	}
+	if err != nil {
+		log.Warn("agent slots unreadable; running the installed agent", "err", err)
+		return
+	}
+	if path == "" {
+		return
+	}
+	log.Info("starting the agent in its slot", "slot", st.Active, "version", st.ActiveVersion, "pending", st.Pending, "start", st.Attempts)
+	err = syscall.Exec(path, os.Args, slotEnv(st.Active))
+	log.Error("cannot start the agent in its slot; running the installed agent", "path", path, "err", err)
+	if st.Pending {
+		if _, err := up.Failed("exec: " + err.Error()); err != nil {
+			log.Error("agent slots", "err", err)
+		}
+	}
 }
 
 // setLevel sets the log level ("" = info); load has checked it parses.
@@ -157,4 +229,28 @@ func setLevel(v *slog.LevelVar, s string) {
 		_ = l.UnmarshalText([]byte(s))
 	}
 	v.Set(l)
+}
+
+// slotEnv is the environment with SlotEnv set to slot ("" = removed).
+func slotEnv(slot string) []string {
+	var env []string
+	if slot != "" {
+		env = append(env, selfupdate.SlotEnv+"="+slot) // first: the one getenv finds
+	}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, selfupdate.SlotEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// relaunch starts this program again from the top, as the launcher, so
+// that it runs the agent binary just staged. It returns only on failure.
+func relaunch() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("restart after staging a new agent: %w", err)
+	}
+	return fmt.Errorf("restart after staging a new agent: %w", syscall.Exec(exe, os.Args, slotEnv("")))
 }

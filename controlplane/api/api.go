@@ -49,7 +49,7 @@ type Registry interface {
 	Enrol(ctx context.Context, req *pb.EnrolRequest) (*pb.EnrolResponse, error)
 	SetLabels(ctx context.Context, actor, id string, set map[string]string, remove []string) (store.Device, error)
 	Decommission(ctx context.Context, actor, id string) (store.Device, error)
-	Command(ctx context.Context, actor, id, kind string) (registry.CommandReply, error)
+	CommandWith(ctx context.Context, actor, id, kind string, opt registry.CommandOptions) (registry.CommandReply, error)
 }
 
 // Config holds what the API is built from.

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/flotilla-edge/flotilla/controlplane/registry"
 	"github.com/flotilla-edge/flotilla/controlplane/store"
 	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
 )
@@ -185,7 +186,8 @@ func (a *API) command(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	rep, err := a.cfg.Registry.Command(ctx, callerFrom(r.Context()).Actor(), r.PathValue("id"), c.Kind)
+	rep, err := a.cfg.Registry.CommandWith(ctx, callerFrom(r.Context()).Actor(), r.PathValue("id"), c.Kind,
+		registry.CommandOptions{Level: c.Level, Contains: c.Contains, Limit: c.Limit})
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			writeError(w, http.StatusGatewayTimeout, err.Error())
@@ -194,7 +196,8 @@ func (a *API) command(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, CommandResponse{OK: rep.OK, Error: rep.Error, RoundTripMs: float64(rep.RoundTrip.Microseconds()) / 1000})
+	writeJSON(w, http.StatusOK, CommandResponse{OK: rep.OK, Error: rep.Error, RoundTripMs: float64(rep.RoundTrip.Microseconds()) / 1000,
+		Output: rep.Output})
 }
 
 func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {

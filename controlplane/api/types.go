@@ -53,15 +53,19 @@ type LabelPatch struct {
 
 // CommandRequest asks a device to do something.
 type CommandRequest struct {
-	Kind    string `json:"kind" doc:"ping or resync"`
-	Timeout string `json:"timeout,omitempty" doc:"Go duration to wait for the answer, default 10s, max 60s"`
+	Kind     string `json:"kind" doc:"ping, resync, diag-status or diag-logs"`
+	Timeout  string `json:"timeout,omitempty" doc:"Go duration to wait for the answer, default 10s, max 60s"`
+	Level    string `json:"level,omitempty" doc:"diag-logs: least level (debug, info, warn, error)"`
+	Contains string `json:"contains,omitempty" doc:"diag-logs: keep records containing this text"`
+	Limit    uint32 `json:"limit,omitempty" doc:"diag-logs: newest n records (0 = as many as fit 64 KiB)"`
 }
 
 // CommandResponse is the device's answer.
 type CommandResponse struct {
-	OK          bool    `json:"ok"`
-	Error       string  `json:"error,omitempty"`
-	RoundTripMs float64 `json:"round_trip_ms"`
+	OK          bool            `json:"ok"`
+	Error       string          `json:"error,omitempty"`
+	RoundTripMs float64         `json:"round_trip_ms"`
+	Output      json.RawMessage `json:"output,omitempty" doc:"diag commands: the device's answer (agent/diag StatusReport or LogsReport)"`
 }
 
 // EnrolTokenRequest creates a bootstrap token.

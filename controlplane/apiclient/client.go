@@ -179,6 +179,12 @@ func (c *Client) Command(ctx context.Context, id, kind, timeout string) (api.Com
 	return out, c.do(ctx, "POST", "/v1/devices/"+url.PathEscape(id)+"/commands", api.CommandRequest{Kind: kind, Timeout: timeout}, &out)
 }
 
+// CommandWith sends a command with its arguments (diag-logs' filters).
+func (c *Client) CommandWith(ctx context.Context, id string, req api.CommandRequest) (api.CommandResponse, error) {
+	var out api.CommandResponse
+	return out, c.do(ctx, "POST", "/v1/devices/"+url.PathEscape(id)+"/commands", req, &out)
+}
+
 // CreateEnrolToken creates a bootstrap token.
 func (c *Client) CreateEnrolToken(ctx context.Context, req api.EnrolTokenRequest) (api.EnrolTokenCreated, error) {
 	var out api.EnrolTokenCreated

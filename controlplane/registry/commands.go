@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -22,11 +23,26 @@ type CommandReply struct {
 	OK        bool          `json:"ok"`
 	Error     string        `json:"error,omitempty"`
 	RoundTrip time.Duration `json:"round_trip_ns"`
+	// Output is the device's answer to a diag command (JSON, at most
+	// 64 KiB); nil for other commands or output that is not JSON.
+	Output json.RawMessage `json:"output,omitempty"`
 }
 
-// Command sends a command (ping or resync) to an active device and waits
-// for its answer until ctx ends.
+// CommandOptions are a command's arguments: the filters of diag-logs.
+type CommandOptions struct {
+	Level    string // least level: debug, info, warn, error
+	Contains string // substring
+	Limit    uint32 // newest n records
+}
+
+// Command sends a command (ping, resync, diag-status or diag-logs) to an
+// active device and waits for its answer until ctx ends.
 func (r *Registry) Command(ctx context.Context, actor, id, kind string) (CommandReply, error) {
+	return r.CommandWith(ctx, actor, id, kind, CommandOptions{})
+}
+
+// CommandWith is Command with arguments.
+func (r *Registry) CommandWith(ctx context.Context, actor, id, kind string, opt CommandOptions) (CommandReply, error) {
 	d, err := r.cfg.Store.Device(ctx, id)
 	if err != nil {
 		return CommandReply{}, storeError(err)
@@ -45,8 +61,15 @@ func (r *Registry) Command(ctx context.Context, actor, id, kind string) (Command
 		cmd.Kind = &pb.Command_Ping{Ping: &pb.Ping{}}
 	case "resync":
 		cmd.Kind = &pb.Command_Resync{Resync: &pb.Resync{}}
+	case "diag-status":
+		cmd.Kind = &pb.Command_Diag{Diag: &pb.Diag{What: "status"}}
+	case "diag-logs":
+		cmd.Kind = &pb.Command_Diag{Diag: &pb.Diag{What: "logs", Level: opt.Level, Contains: opt.Contains, Limit: opt.Limit}}
 	default:
-		return CommandReply{}, fmt.Errorf("%w: unknown command %q (ping, resync)", ErrInvalid, kind)
+		return CommandReply{}, fmt.Errorf("%w: unknown command %q (ping, resync, diag-status, diag-logs)", ErrInvalid, kind)
+	}
+	if err := cmd.Validate(); err != nil {
+		return CommandReply{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	payload, err := wire.Encode(cmd)
 	if err != nil {
@@ -75,7 +98,11 @@ func (r *Registry) Command(ctx context.Context, actor, id, kind string) (Command
 	r.audit(ctx, actor, "device.command."+kind, id, "")
 	select {
 	case res := <-ch:
-		return CommandReply{OK: res.res.GetOk(), Error: res.res.GetError(), RoundTrip: res.at.Sub(sent)}, nil
+		rep := CommandReply{OK: res.res.GetOk(), Error: res.res.GetError(), RoundTrip: res.at.Sub(sent)}
+		if out := res.res.GetOutput(); len(out) > 0 && json.Valid(out) {
+			rep.Output = out
+		}
+		return rep, nil
 	case <-ctx.Done():
 		return CommandReply{}, fmt.Errorf("%w: no answer from %s: %w", ErrUnavailable, id, ctx.Err())
 	}

@@ -173,6 +173,7 @@ type Command struct {
 	//
 	//	*Command_Ping
 	//	*Command_Resync
+	//	*Command_Diag
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -261,6 +262,15 @@ func (x *Command) GetResync() *Resync {
 	return nil
 }
 
+func (x *Command) GetDiag() *Diag {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_Diag); ok {
+			return x.Diag
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -273,9 +283,15 @@ type Command_Resync struct {
 	Resync *Resync `protobuf:"bytes,11,opt,name=resync,proto3,oneof"`
 }
 
+type Command_Diag struct {
+	Diag *Diag `protobuf:"bytes,12,opt,name=diag,proto3,oneof"`
+}
+
 func (*Command_Ping) isCommand_Kind() {}
 
 func (*Command_Resync) isCommand_Kind() {}
+
+func (*Command_Diag) isCommand_Kind() {}
 
 // Ping asks the device to answer at once; it measures round-trip time.
 type Ping struct {
@@ -352,6 +368,77 @@ func (*Resync) Descriptor() ([]byte, []int) {
 	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{4}
 }
 
+// Diag asks the device for on-site diagnostics remotely (agent/diag): the
+// answer is CommandResult.output, JSON, at most 64 KiB (log records are cut
+// from the oldest to fit).
+type Diag struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	What          string                 `protobuf:"bytes,1,opt,name=what,proto3" json:"what,omitempty"`         // required: "status" or "logs"
+	Level         string                 `protobuf:"bytes,2,opt,name=level,proto3" json:"level,omitempty"`       // logs: least level (debug, info, warn, error)
+	Contains      string                 `protobuf:"bytes,3,opt,name=contains,proto3" json:"contains,omitempty"` // logs: substring filter, at most 256 bytes
+	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`      // logs: newest n records; 0 = as many as fit
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Diag) Reset() {
+	*x = Diag{}
+	mi := &file_flotilla_v1_control_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Diag) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Diag) ProtoMessage() {}
+
+func (x *Diag) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_control_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Diag.ProtoReflect.Descriptor instead.
+func (*Diag) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Diag) GetWhat() string {
+	if x != nil {
+		return x.What
+	}
+	return ""
+}
+
+func (x *Diag) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *Diag) GetContains() string {
+	if x != nil {
+		return x.Contains
+	}
+	return ""
+}
+
+func (x *Diag) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 // CommandResult answers a Command.
 type CommandResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -367,7 +454,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_flotilla_v1_control_proto_msgTypes[5]
+	mi := &file_flotilla_v1_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -379,7 +466,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_control_proto_msgTypes[5]
+	mi := &file_flotilla_v1_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -392,7 +479,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -459,7 +546,7 @@ type Telemetry struct {
 
 func (x *Telemetry) Reset() {
 	*x = Telemetry{}
-	mi := &file_flotilla_v1_control_proto_msgTypes[6]
+	mi := &file_flotilla_v1_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +558,7 @@ func (x *Telemetry) String() string {
 func (*Telemetry) ProtoMessage() {}
 
 func (x *Telemetry) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_control_proto_msgTypes[6]
+	mi := &file_flotilla_v1_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +571,7 @@ func (x *Telemetry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Telemetry.ProtoReflect.Descriptor instead.
 func (*Telemetry) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Telemetry) GetDeviceId() string {
@@ -566,7 +653,7 @@ type Events struct {
 
 func (x *Events) Reset() {
 	*x = Events{}
-	mi := &file_flotilla_v1_control_proto_msgTypes[7]
+	mi := &file_flotilla_v1_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +665,7 @@ func (x *Events) String() string {
 func (*Events) ProtoMessage() {}
 
 func (x *Events) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_control_proto_msgTypes[7]
+	mi := &file_flotilla_v1_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +678,7 @@ func (x *Events) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Events.ProtoReflect.Descriptor instead.
 func (*Events) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Events) GetEvents() []*Event {
@@ -615,7 +702,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_flotilla_v1_control_proto_msgTypes[8]
+	mi := &file_flotilla_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +714,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_control_proto_msgTypes[8]
+	mi := &file_flotilla_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +727,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Event) GetAtMs() int64 {
@@ -692,7 +779,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_flotilla_v1_control_proto_msgTypes[9]
+	mi := &file_flotilla_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +791,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_control_proto_msgTypes[9]
+	mi := &file_flotilla_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +804,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Ack) GetDeviceId() string {
@@ -761,7 +848,7 @@ const file_flotilla_v1_control_proto_rawDesc = "" +
 	"\x06labels\x18\x02 \x03(\v2%.flotilla.v1.DesiredHints.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdc\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x02\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12 \n" +
@@ -770,10 +857,16 @@ const file_flotilla_v1_control_proto_rawDesc = "" +
 	"\rexpires_at_ms\x18\x04 \x01(\x03R\vexpiresAtMs\x12'\n" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\x11.flotilla.v1.PingH\x00R\x04ping\x12-\n" +
-	"\x06resync\x18\v \x01(\v2\x13.flotilla.v1.ResyncH\x00R\x06resyncB\x06\n" +
+	"\x06resync\x18\v \x01(\v2\x13.flotilla.v1.ResyncH\x00R\x06resync\x12'\n" +
+	"\x04diag\x18\f \x01(\v2\x11.flotilla.v1.DiagH\x00R\x04diagB\x06\n" +
 	"\x04kind\"\x06\n" +
 	"\x04Ping\"\b\n" +
-	"\x06Resync\"\xaf\x01\n" +
+	"\x06Resync\"b\n" +
+	"\x04Diag\x12\x12\n" +
+	"\x04what\x18\x01 \x01(\tR\x04what\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\tR\x05level\x12\x1a\n" +
+	"\bcontains\x18\x03 \x01(\tR\bcontains\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"\xaf\x01\n" +
 	"\rCommandResult\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x1b\n" +
@@ -821,38 +914,40 @@ func file_flotilla_v1_control_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_control_proto_rawDescData
 }
 
-var file_flotilla_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_flotilla_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_flotilla_v1_control_proto_goTypes = []any{
 	(*DesiredState)(nil),  // 0: flotilla.v1.DesiredState
 	(*DesiredHints)(nil),  // 1: flotilla.v1.DesiredHints
 	(*Command)(nil),       // 2: flotilla.v1.Command
 	(*Ping)(nil),          // 3: flotilla.v1.Ping
 	(*Resync)(nil),        // 4: flotilla.v1.Resync
-	(*CommandResult)(nil), // 5: flotilla.v1.CommandResult
-	(*Telemetry)(nil),     // 6: flotilla.v1.Telemetry
-	(*Events)(nil),        // 7: flotilla.v1.Events
-	(*Event)(nil),         // 8: flotilla.v1.Event
-	(*Ack)(nil),           // 9: flotilla.v1.Ack
-	nil,                   // 10: flotilla.v1.DesiredState.DirectorMetadataEntry
-	nil,                   // 11: flotilla.v1.DesiredHints.LabelsEntry
-	nil,                   // 12: flotilla.v1.Event.AttrsEntry
-	(*Summaries)(nil),     // 13: flotilla.v1.Summaries
+	(*Diag)(nil),          // 5: flotilla.v1.Diag
+	(*CommandResult)(nil), // 6: flotilla.v1.CommandResult
+	(*Telemetry)(nil),     // 7: flotilla.v1.Telemetry
+	(*Events)(nil),        // 8: flotilla.v1.Events
+	(*Event)(nil),         // 9: flotilla.v1.Event
+	(*Ack)(nil),           // 10: flotilla.v1.Ack
+	nil,                   // 11: flotilla.v1.DesiredState.DirectorMetadataEntry
+	nil,                   // 12: flotilla.v1.DesiredHints.LabelsEntry
+	nil,                   // 13: flotilla.v1.Event.AttrsEntry
+	(*Summaries)(nil),     // 14: flotilla.v1.Summaries
 }
 var file_flotilla_v1_control_proto_depIdxs = []int32{
-	10, // 0: flotilla.v1.DesiredState.director_metadata:type_name -> flotilla.v1.DesiredState.DirectorMetadataEntry
+	11, // 0: flotilla.v1.DesiredState.director_metadata:type_name -> flotilla.v1.DesiredState.DirectorMetadataEntry
 	1,  // 1: flotilla.v1.DesiredState.hints:type_name -> flotilla.v1.DesiredHints
-	11, // 2: flotilla.v1.DesiredHints.labels:type_name -> flotilla.v1.DesiredHints.LabelsEntry
+	12, // 2: flotilla.v1.DesiredHints.labels:type_name -> flotilla.v1.DesiredHints.LabelsEntry
 	3,  // 3: flotilla.v1.Command.ping:type_name -> flotilla.v1.Ping
 	4,  // 4: flotilla.v1.Command.resync:type_name -> flotilla.v1.Resync
-	7,  // 5: flotilla.v1.Telemetry.events:type_name -> flotilla.v1.Events
-	13, // 6: flotilla.v1.Telemetry.summaries:type_name -> flotilla.v1.Summaries
-	8,  // 7: flotilla.v1.Events.events:type_name -> flotilla.v1.Event
-	12, // 8: flotilla.v1.Event.attrs:type_name -> flotilla.v1.Event.AttrsEntry
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	5,  // 5: flotilla.v1.Command.diag:type_name -> flotilla.v1.Diag
+	8,  // 6: flotilla.v1.Telemetry.events:type_name -> flotilla.v1.Events
+	14, // 7: flotilla.v1.Telemetry.summaries:type_name -> flotilla.v1.Summaries
+	9,  // 8: flotilla.v1.Events.events:type_name -> flotilla.v1.Event
+	13, // 9: flotilla.v1.Event.attrs:type_name -> flotilla.v1.Event.AttrsEntry
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_control_proto_init() }
@@ -864,8 +959,9 @@ func file_flotilla_v1_control_proto_init() {
 	file_flotilla_v1_control_proto_msgTypes[2].OneofWrappers = []any{
 		(*Command_Ping)(nil),
 		(*Command_Resync)(nil),
+		(*Command_Diag)(nil),
 	}
-	file_flotilla_v1_control_proto_msgTypes[6].OneofWrappers = []any{
+	file_flotilla_v1_control_proto_msgTypes[7].OneofWrappers = []any{
 		(*Telemetry_Events)(nil),
 		(*Telemetry_Summaries)(nil),
 	}
@@ -875,7 +971,7 @@ func file_flotilla_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_control_proto_rawDesc), len(file_flotilla_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

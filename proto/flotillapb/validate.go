@@ -141,6 +141,16 @@ func (m *Command) Validate() error {
 	if m.GetKind() == nil {
 		return errors.New("kind is required (or is unknown to this agent)")
 	}
+	if d := m.GetDiag(); d != nil {
+		switch d.GetWhat() {
+		case "status", "logs":
+		default:
+			return fmt.Errorf("diag.what %q is not status or logs", d.GetWhat())
+		}
+		if len(d.GetLevel()) > 16 || len(d.GetContains()) > 256 {
+			return errors.New("diag.level or diag.contains too long")
+		}
+	}
 	return nil
 }
 
