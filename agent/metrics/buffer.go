@@ -56,16 +56,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 // Options configure a Buffer. Zero values take the defaults.
 type Options struct {
-	Now         func() time.Time // the clock; time.Now by default
-	QueueSize   int              // records the hot path may queue; 65536
-	BatchSize   int              // rows per write transaction; 1000
-	QuotaBytes  int64            // database size limit; 64 MiB
-	Window      time.Duration    // summary window; 60 s
-	MaxCarry    int              // windows a small window is carried forward at most; 10
-	Baselines   Baselines        // drift baselines by model and release; nil: none
-	Counters    CounterSource    // lifecycle counters per window; nil: none
-	MaxInFlight int              // unacknowledged messages in flight; 16
-	AckTimeout  time.Duration    // resend an unacknowledged message after; 30 s
+	Now       func() time.Time // the clock; time.Now by default
+	QueueSize int              // records the hot path may queue; 65536
+	BatchSize int              // rows per write transaction; 1000
+	// Linger is how long the writer waits for a short batch to fill
+	// before writing it (a Sync writes at once); 50 ms; negative: never.
+	Linger      time.Duration
+	QuotaBytes  int64         // database size limit; 64 MiB
+	Window      time.Duration // summary window; 60 s
+	MaxCarry    int           // windows a small window is carried forward at most; 10
+	Baselines   Baselines     // drift baselines by model and release; nil: none
+	Counters    CounterSource // lifecycle counters per window; nil: none
+	MaxInFlight int           // unacknowledged messages in flight; 16
+	AckTimeout  time.Duration // resend an unacknowledged message after; 30 s
 	// MessagesPerSecond paces the drain; 20.
 	MessagesPerSecond float64
 	// BudgetBytesPerDay limits telemetry bytes on a metered link; 0: none.
@@ -86,6 +89,9 @@ func (o *Options) defaults() {
 	}
 	def(&o.QueueSize, 1<<16)
 	def(&o.BatchSize, 1000)
+	if o.Linger == 0 {
+		o.Linger = 50 * time.Millisecond
+	}
 	def(&o.MaxCarry, 10)
 	def(&o.MaxInFlight, 16)
 	def(&o.SummariesPerMessage, 64)
@@ -299,16 +305,37 @@ func (b *Buffer) writer() {
 		select {
 		case e := <-b.ch:
 			take(e)
-			// Take what is already queued, then write: one transaction per
-			// batch of up to BatchSize rows.
+			// Take what is already queued, and what comes within Linger
+			// while the batch is short and no Sync waits, then write: one
+			// transaction per batch of up to BatchSize rows, rather than one
+			// per handful of records (a commit costs about as much as
+			// hundreds of rows).
+			var linger *time.Timer
 		more:
 			for {
 				select {
 				case e := <-b.ch:
 					take(e)
+					continue
 				default:
+				}
+				if len(syncs) > 0 || len(batch) == 0 || b.opt.Linger < 0 {
 					break more
 				}
+				if linger == nil {
+					linger = time.NewTimer(b.opt.Linger)
+				}
+				select {
+				case e := <-b.ch:
+					take(e)
+				case <-linger.C:
+					break more
+				case <-b.done:
+					break more
+				}
+			}
+			if linger != nil {
+				linger.Stop()
 			}
 			flush()
 		case <-b.done:
