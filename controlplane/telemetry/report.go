@@ -24,7 +24,7 @@ func BaselineFromManifest(m *pb.BundleManifest) Baseline {
 	return Baseline{
 		Drift:      m.GetDrift(),
 		Thresholds: summary.EffectiveThresholds(m.GetDrift().GetThresholds(), nil),
-		MinRecords: summary.MinRecords(m.GetAnnotations()),
+		MinRecords: summary.MinRecordsOf(m),
 		Version:    m.GetVersion(),
 	}
 }
