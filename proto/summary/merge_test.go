@@ -213,7 +213,7 @@ func TestScoreAndThresholds(t *testing.T) {
 		want uint64
 	}{
 		{&pb.BundleManifest{Drift: &pb.DriftBaseline{MinWindowRecords: 40}, Annotations: ann}, 40}, // the field wins
-		{&pb.BundleManifest{Drift: &pb.DriftBaseline{}, Annotations: ann}, 250},                     // an older bundle
+		{&pb.BundleManifest{Drift: &pb.DriftBaseline{}, Annotations: ann}, 250},                    // an older bundle
 		{&pb.BundleManifest{Drift: &pb.DriftBaseline{}}, DefaultMinRecords},
 		{nil, DefaultMinRecords},
 	} {
