@@ -55,7 +55,8 @@ type Store struct {
 	credentialStmt *sql.Stmt
 	touchStmt      *sql.Stmt
 
-	ckpt *checkpointer // SQLite: checkpoints the log off the writer; see checkpoint.go
+	ckpt  *checkpointer // SQLite: checkpoints the log off the writer; see checkpoint.go
+	stmts stmtCache     // long write statements, prepared once
 }
 
 // sqlitePragmas are applied to every SQLite connection. WAL lets readers run
@@ -164,6 +165,7 @@ func (s *Store) Close() error {
 			err = errors.Join(err, st.Close())
 		}
 	}
+	err = errors.Join(err, s.stmts.close())
 	err = errors.Join(err, s.ckpt.close())
 	err = errors.Join(err, s.wdb.Close())
 	if s.rdb != nil && s.rdb != s.wdb {
