@@ -131,7 +131,7 @@ func TestOfferSheds(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
 	var acks recordedAcks
-	in := telemetry.NewIngest(st, acks.send, telemetry.Options{QueueSize: 2})
+	in := telemetry.NewIngest(st, acks.send, telemetry.Options{QueueSize: 2, Decoders: 1})
 	for seq := uint64(1); seq <= 5; seq++ {
 		b, _ := wire.Encode(telemetryOf("dev-1", seq, windowSummary(0, 1, t0)))
 		in.Offer(scheme.Device("telemetry", "dev-1"), b) // nothing drains the queue yet

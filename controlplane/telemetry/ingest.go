@@ -40,7 +40,9 @@ type AckSender func(ctx context.Context, deviceID string, ack *pb.Ack) error
 type Options struct {
 	Scheme    topic.Scheme
 	BatchSize int // messages per store transaction; 500
-	QueueSize int // messages waiting for a transaction, and per decoder for Offer; 4096
+	// QueueSize bounds the messages waiting for a transaction, and those
+	// Offer took in waiting for a decoder (split evenly among them); 4096.
+	QueueSize int
 	// Decoders is how many goroutines decode what Offer takes in; default
 	// GOMAXPROCS. A device's messages all go to the same decoder, so they
 	// reach the store in the order they came.
@@ -91,7 +93,7 @@ func NewIngest(st Store, ack AckSender, opt Options) *Ingest {
 	in := &Ingest{st: st, ack: ack, opt: opt, queue: make(chan *Message, opt.QueueSize)}
 	in.raw = make([]chan rawMessage, opt.Decoders)
 	for i := range in.raw {
-		in.raw[i] = make(chan rawMessage, opt.QueueSize)
+		in.raw[i] = make(chan rawMessage, max(1, opt.QueueSize/opt.Decoders))
 	}
 	return in
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -307,7 +308,7 @@ func benchPipeline(b *testing.B, s *pb.WindowSummary, path string) {
 	in := telemetry.NewIngest(openStore(b), func(_ context.Context, _ string, a *pb.Ack) error {
 		acked.Add(uint64(len(a.GetSequences())))
 		return nil
-	}, telemetry.Options{QueueSize: batch})
+	}, telemetry.Options{QueueSize: batch * runtime.GOMAXPROCS(0)}) // room for every message of an iteration
 	done := make(chan error, 1)
 	go func() { done <- in.Run(ctx) }()
 	payloads := make([][]byte, batch)
