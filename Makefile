@@ -15,7 +15,8 @@ ORT_LIB ?= $(or $(FLOTILLA_ORT_LIB),$(HOME)/.cache/flotilla/onnxruntime/1.30.0/l
 export FLOTILLA_ORT_LIB := $(ORT_LIB)
 # Fuzz targets that also get a short coverage-guided run in `make test`:
 # the decoders every device and the control plane expose to the network.
-FUZZ_SHORT := FuzzDesired FuzzBirth FuzzTelemetry
+# package:target, each fuzzed for FUZZTIME by fuzz-short
+FUZZ_SHORT := proto/wire:FuzzDesired proto/wire:FuzzBirth proto/wire:FuzzTelemetry proto/summary:FuzzMerge
 FUZZTIME ?= 10s
 
 WASM_GUESTS := mlp misbehave nndigits nnprobe nnforward denseloop
@@ -51,8 +52,9 @@ test-go:
 
 fuzz-short:
 	@for f in $(FUZZ_SHORT); do \
-		echo "== fuzz $$f for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./proto/wire/ | tail -2; \
+		pkg=$${f%%:*}; fn=$${f#*:}; \
+		echo "== fuzz $$fn in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg/ || exit 1; \
 	done
 
 bench: wasm-guests ## run the benchmarks (not in CI); figures go into docs/benchmarks.md

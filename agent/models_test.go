@@ -48,7 +48,7 @@ var (
 )
 
 // onnxPluginBin builds the real flotilla-runtime-onnx once.
-func onnxPluginBin(t *testing.T) string {
+func onnxPluginBin(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(buildDir, "flotilla-runtime-onnx")
 	pluginOnce.Do(func() {
@@ -64,7 +64,7 @@ func onnxPluginBin(t *testing.T) string {
 
 // ortLib is $FLOTILLA_ORT_LIB or the library `make deps` caches; missing,
 // it fails the test under CI and skips it elsewhere.
-func ortLib(t *testing.T) string {
+func ortLib(t testing.TB) string {
 	t.Helper()
 	lib := os.Getenv("FLOTILLA_ORT_LIB")
 	if lib == "" {

@@ -56,16 +56,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 // Options configure a Buffer. Zero values take the defaults.
 type Options struct {
-	Now         func() time.Time // the clock; time.Now by default
-	QueueSize   int              // records the hot path may queue; 65536
-	BatchSize   int              // rows per write transaction; 1000
-	QuotaBytes  int64            // database size limit; 64 MiB
-	Window      time.Duration    // summary window; 60 s
-	MaxCarry    int              // windows a small window is carried forward at most; 10
-	Baselines   Baselines        // drift baselines by model and release; nil: none
-	Counters    CounterSource    // lifecycle counters per window; nil: none
-	MaxInFlight int              // unacknowledged messages in flight; 16
-	AckTimeout  time.Duration    // resend an unacknowledged message after; 30 s
+	Now       func() time.Time // the clock; time.Now by default
+	QueueSize int              // records the hot path may queue; 65536
+	BatchSize int              // rows per write transaction; 1000
+	// Linger is how long the writer lets a short batch fill before
+	// writing it (a Sync cuts it short); 50 ms; negative: never.
+	Linger      time.Duration
+	QuotaBytes  int64         // database size limit; 64 MiB
+	Window      time.Duration // summary window; 60 s
+	MaxCarry    int           // windows a small window is carried forward at most; 10
+	Baselines   Baselines     // drift baselines by model and release; nil: none
+	Counters    CounterSource // lifecycle counters per window; nil: none
+	MaxInFlight int           // unacknowledged messages in flight; 16
+	AckTimeout  time.Duration // resend an unacknowledged message after; 30 s
 	// MessagesPerSecond paces the drain; 20.
 	MessagesPerSecond float64
 	// BudgetBytesPerDay limits telemetry bytes on a metered link; 0: none.
@@ -86,6 +89,9 @@ func (o *Options) defaults() {
 	}
 	def(&o.QueueSize, 1<<16)
 	def(&o.BatchSize, 1000)
+	if o.Linger == 0 {
+		o.Linger = 50 * time.Millisecond
+	}
 	def(&o.MaxCarry, 10)
 	def(&o.MaxInFlight, 16)
 	def(&o.SummariesPerMessage, 64)
@@ -124,13 +130,15 @@ type Stats struct {
 // Buffer is the record buffer and outbox. Record is safe for concurrent use
 // and never blocks; the other methods serialise on the database.
 type Buffer struct {
-	db      *sql.DB
-	opt     Options
-	epoch   string
-	ch      chan entry
-	done    chan struct{} // closed by Close: the writer drains the queue and stops
-	stopped chan struct{} // closed by the writer when it has stopped
-	close   sync.Once
+	db    *sql.DB
+	opt   Options
+	epoch string
+	ch    chan entry
+	done  chan struct{} // closed by Close: the writer drains the queue and stops
+	// flushNow cuts the writer's linger short: a Sync is queued.
+	flushNow chan struct{}
+	stopped  chan struct{} // closed by the writer when it has stopped
+	close    sync.Once
 
 	pageSize int64
 	fullStmt *sql.Stmt // the INSERT of rowsPerStatement records, prepared once
@@ -166,7 +174,7 @@ func Open(ctx context.Context, dir string, opt Options) (*Buffer, error) {
 	db.SetConnMaxIdleTime(0)
 	db.SetConnMaxLifetime(0)
 	b := &Buffer{db: db, opt: opt, ch: make(chan entry, opt.QueueSize), done: make(chan struct{}),
-		stopped: make(chan struct{})}
+		stopped: make(chan struct{}), flushNow: make(chan struct{}, 1)}
 	if err := b.init(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("metrics: open %s: %w", path, err)
@@ -246,6 +254,10 @@ func (b *Buffer) Sync(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	select {
+	case b.flushNow <- struct{}{}:
+	default: // a kick is already pending
+	}
 	// The marker may have been queued after the writer took its last
 	// entry (a send and a closed done are both ready when Sync races
 	// Close): then nobody will close it, and stopped says so.
@@ -299,8 +311,22 @@ func (b *Buffer) writer() {
 		select {
 		case e := <-b.ch:
 			take(e)
-			// Take what is already queued, then write: one transaction per
-			// batch of up to BatchSize rows.
+			// While the batch is short and no Sync waits, let records
+			// gather for Linger — asleep, not taking them one by one (a
+			// receive that parks the writer again after each record costs
+			// every inference a wake-up) — then take what is queued and
+			// write: one transaction per batch of up to BatchSize rows,
+			// rather than one per handful of records (a commit costs about
+			// as much as hundreds of rows). A Sync cuts the wait short.
+			if b.opt.Linger > 0 && len(syncs) == 0 && len(batch) > 0 && len(b.ch) < b.opt.BatchSize {
+				t := time.NewTimer(b.opt.Linger)
+				select {
+				case <-t.C:
+				case <-b.flushNow:
+				case <-b.done:
+				}
+				t.Stop()
+			}
 		more:
 			for {
 				select {

@@ -28,12 +28,12 @@ type Baselines interface {
 
 // BaselineFromManifest is the baseline a bundle manifest carries, with the
 // thresholds in force (see summary.EffectiveThresholds) and the minimum
-// window size from its annotations.
+// window size (see summary.MinRecordsOf).
 func BaselineFromManifest(m *pb.BundleManifest, digest string) Baseline {
 	return Baseline{
 		Drift:        m.GetDrift(),
 		Thresholds:   summary.EffectiveThresholds(m.GetDrift().GetThresholds(), nil),
-		MinRecords:   summary.MinRecords(m.GetAnnotations()),
+		MinRecords:   summary.MinRecordsOf(m),
 		Version:      m.GetVersion(),
 		BundleDigest: digest,
 	}

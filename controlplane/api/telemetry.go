@@ -122,6 +122,22 @@ type FeatureDrift struct {
 	KS      float64 `json:"ks"`
 	Scored  bool    `json:"scored"`
 	State   string  `json:"state"`
+	// Histogram is absent without a baseline for the value.
+	Histogram *HistogramView `json:"histogram,omitempty" doc:"the baseline's and the merged summaries' bin counts, on the baseline's bins"`
+}
+
+// HistogramView is one value's histograms on the baseline's bins, for
+// drawing. Numeric (edges): n strictly increasing edges make n+1 bins,
+// bin 0 below edges[0], bin i in [edges[i-1], edges[i]), bin n at or above
+// edges[n-1]. Categorical (categories): bin i is categories[i], and one
+// last bin anything outside them. baseline and current have one count per
+// bin; current is absent when the devices binned on other bins (another
+// baseline), all zeros when no summary arrived.
+type HistogramView struct {
+	Edges      []float64 `json:"edges,omitempty" doc:"numeric value: the n bin edges (n+1 bins)"`
+	Categories []string  `json:"categories,omitempty" doc:"categorical value: one bin per category, then one for any other"`
+	Baseline   []uint64  `json:"baseline" doc:"the baseline's count per bin"`
+	Current    []uint64  `json:"current,omitempty" doc:"the merged summaries' count per bin; absent when binned on other bins"`
 }
 
 // EventView is one device event.

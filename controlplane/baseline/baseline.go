@@ -193,6 +193,7 @@ func FromCSV(r io.Reader, opt Options) (*Result, error) {
 		}
 		d.Prediction = p
 	}
+	d.MinWindowRecords = uint32(opt.WindowRecords)
 	res := &Result{Drift: d, MinRecords: uint64(opt.WindowRecords), Rows: rows}
 	res.Variability, res.Windows = variability(d, values, preds, opt)
 	if res.Variability != nil {

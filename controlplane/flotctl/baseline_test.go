@@ -48,7 +48,7 @@ func TestBuildWithBaseline(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(m.GetDrift().GetFeatures()) != 64 || m.GetDrift().GetFeatures()[5].GetTensor() != "pixels" ||
-		len(m.GetDrift().GetPrediction().GetCategories()) != 10 || m.GetAnnotations()[summary.MinRecordsAnnotation] != "50" ||
+		len(m.GetDrift().GetPrediction().GetCategories()) != 10 || m.GetAnnotations()[summary.MinRecordsAnnotation] != "50" || m.GetDrift().GetMinWindowRecords() != 50 ||
 		m.GetDrift().GetThresholds().GetJs() <= 0 || len(m.GetFiles()) == 0 {
 		t.Fatalf("manifest drift %v annotations %v", m.GetDrift().GetThresholds(), m.GetAnnotations())
 	}

@@ -108,7 +108,7 @@ func (c *cohort) figures(manifests func(release uint64) *pb.BundleManifest, drif
 		if err != nil {
 			continue
 		}
-		sc := summary.Score(m.GetDrift(), merged, summary.EffectiveThresholds(m.GetDrift().GetThresholds(), nil), summary.MinRecords(m.GetAnnotations()))
+		sc := summary.Score(m.GetDrift(), merged, summary.EffectiveThresholds(m.GetDrift().GetThresholds(), nil), summary.MinRecordsOf(m))
 		if !sc.GetJudged() {
 			continue
 		}

@@ -235,8 +235,12 @@ func releaseDrift(r telemetry.ReleaseReport) api.ReleaseDrift {
 }
 
 func featureDrift(f telemetry.FeatureReport) api.FeatureDrift {
-	return api.FeatureDrift{Name: f.Name, Count: f.Count, Missing: f.Missing, NaN: f.NaN, PosInf: f.PosInf, NegInf: f.NegInf,
+	v := api.FeatureDrift{Name: f.Name, Count: f.Count, Missing: f.Missing, NaN: f.NaN, PosInf: f.PosInf, NegInf: f.NegInf,
 		Min: f.Min, Max: f.Max, Mean: f.Mean, Std: f.Std, JS: f.JS, PSI: f.PSI, KS: f.KS, Scored: f.Scored, State: f.State}
+	if f.BaselineBins != nil {
+		v.Histogram = &api.HistogramView{Edges: f.Edges, Categories: f.Categories, Baseline: f.BaselineBins, Current: f.Bins}
+	}
+	return v
 }
 
 // DeviceEvents implements api.Telemetry.

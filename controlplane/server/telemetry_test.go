@@ -318,6 +318,25 @@ func TestTelemetryThroughServer(t *testing.T) {
 	if f.Thresholds.JS != 0.1 || f.Thresholds.PSI != 0.2 || f.Thresholds.KS != 0.15 || len(f.Features) != 64 {
 		t.Fatalf("thresholds %+v, %d features", f.Thresholds, len(f.Features))
 	}
+	// The histograms through the API: the manifest's bins and counts, and
+	// the devices' counts on them, which sum to the values they binned.
+	for i, fd := range f.Features {
+		h, fb := fd.Histogram, base.GetFeatures()[i]
+		if h == nil || !slices.Equal(h.Edges, fb.GetBinEdges()) || !slices.Equal(h.Baseline, fb.GetCounts()) ||
+			len(h.Current) != len(fb.GetCounts()) {
+			t.Fatalf("feature %s histogram %+v, baseline edges %v counts %v", fd.Name, h, fb.GetBinEdges(), fb.GetCounts())
+		}
+		var sum uint64
+		for _, c := range h.Current {
+			sum += c
+		}
+		if sum != fd.Count+fd.PosInf+fd.NegInf || sum == 0 {
+			t.Fatalf("feature %s: %d values in the bins, count %d (+inf %d, -inf %d)", fd.Name, sum, fd.Count, fd.PosInf, fd.NegInf)
+		}
+	}
+	if p := f.Prediction; p == nil || p.Histogram == nil || len(p.Histogram.Categories) != len(base.GetPrediction().GetCategories()) {
+		t.Fatalf("prediction histogram %+v", p)
+	}
 	rows, err := srv.Store().ListSummaries(context.Background(), store.SummaryFilter{Model: "digits", DeviceID: "dev-ref",
 		FromMs: from.UnixMilli(), ToMs: to.UnixMilli()})
 	if err != nil || len(rows) != windows {

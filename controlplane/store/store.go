@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -54,6 +55,11 @@ type Store struct {
 	// and a write per heartbeat. Preparing saves about a third of a lookup.
 	credentialStmt *sql.Stmt
 	touchStmt      *sql.Stmt
+
+	ckpt *checkpointer // SQLite: checkpoints the log off the writer; see checkpoint.go
+
+	closed atomic.Bool
+	stmts  stmtCache // long write statements, prepared once
 }
 
 // sqlitePragmas are applied to every SQLite connection. WAL lets readers run
@@ -75,13 +81,24 @@ const sqlitePragmas = "_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)" +
 // WAL lets run while a write is in progress, so the broker's per-connect
 // credential lookup never waits behind a write.
 func OpenSQLite(ctx context.Context, path string) (*Store, error) {
+	return openSQLite(ctx, path, false)
+}
+
+// openSQLite is OpenSQLite; with writerCheckpoints, SQLite's default
+// automatic checkpoint in the writer's commits is kept instead of the
+// checkpointer (for benchmarks comparing the two).
+func openSQLite(ctx context.Context, path string, writerCheckpoints bool) (*Store, error) {
 	if path == "" || strings.ContainsRune(path, '?') {
 		return nil, fmt.Errorf("open sqlite %q: %w: path must be non-empty and contain no '?'", path, ErrInvalid)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open sqlite: %w", err)
 	}
-	wdb, err := sql.Open("sqlite", path+"?"+sqlitePragmas+"&_txlock=immediate")
+	wdsn := path + "?" + sqlitePragmas + "&_txlock=immediate"
+	if !writerCheckpoints {
+		wdsn += fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", writerCheckpointPages)
+	}
+	wdb, err := sql.Open("sqlite", wdsn)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
@@ -98,8 +115,15 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 
+	if !writerCheckpoints {
+		if s.ckpt, err = startCheckpointer(path + "?" + sqlitePragmas); err != nil {
+			wdb.Close()
+			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+	}
 	rdb, err := sql.Open("sqlite", path+"?"+sqlitePragmas+"&_query_only=1")
 	if err != nil {
+		s.ckpt.close()
 		wdb.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
@@ -136,14 +160,19 @@ func (s *Store) prepare(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the database.
+// Close closes the database. Later calls do nothing and return nil.
 func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
 	var err error
 	for _, st := range []*sql.Stmt{s.credentialStmt, s.touchStmt} {
 		if st != nil {
 			err = errors.Join(err, st.Close())
 		}
 	}
+	err = errors.Join(err, s.stmts.close())
+	err = errors.Join(err, s.ckpt.close())
 	err = errors.Join(err, s.wdb.Close())
 	if s.rdb != nil && s.rdb != s.wdb {
 		err = errors.Join(err, s.rdb.Close())
@@ -178,6 +207,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	s.ckpt.nudge()
 	return nil
 }
 

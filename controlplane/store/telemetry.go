@@ -76,6 +76,20 @@ func BucketSize(g string) int64 {
 // message i was stored before (its summaries are not stored again). A
 // summary landing in a bucket already rolled up marks that bucket dirty.
 func (s *Store) StoreTelemetry(ctx context.Context, msgs []TelemetryMessage) (dup []bool, err error) {
+	// The full-size multi-row INSERTs, prepared once (before the
+	// transaction: the writer pool's one connection is the transaction's).
+	if s.stmts.off {
+		// benchmarks of the path before
+	} else if len(msgs) >= summariesPerInsert {
+		if err := s.stmts.prepare(ctx, s.wdb, sumSQL, s.q(summariesInsert(summariesPerInsert))); err != nil {
+			return nil, fmt.Errorf("store telemetry: %w", err)
+		}
+	}
+	if len(msgs) >= receivedPerInsert && !s.stmts.off {
+		if err := s.stmts.prepare(ctx, s.wdb, recvSQL, s.q(receivedInsert(receivedPerInsert))); err != nil {
+			return nil, fmt.Errorf("store telemetry: %w", err)
+		}
+	}
 	dup = make([]bool, len(msgs))
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		marks := map[string]int64{}
@@ -112,11 +126,9 @@ func (s *Store) StoreTelemetry(ctx context.Context, msgs []TelemetryMessage) (du
 			}
 			first[k] = i
 		}
-		const chunk = 200
+		const chunk = receivedPerInsert
 		var fresh []int
 		for lo := 0; lo < len(msgs); lo += chunk {
-			var q strings.Builder
-			q.WriteString(`INSERT INTO telemetry_received (device_id, epoch, sequence, received_at) VALUES `)
 			var args []any
 			var idx []int
 			for i := lo; i < min(lo+chunk, len(msgs)); i++ {
@@ -124,18 +136,19 @@ func (s *Store) StoreTelemetry(ctx context.Context, msgs []TelemetryMessage) (du
 					continue
 				}
 				m := msgs[i]
-				if len(idx) > 0 {
-					q.WriteString(", ")
-				}
-				q.WriteString("(?, ?, ?, ?)")
 				args = append(args, m.DeviceID, m.Epoch, int64(m.Sequence), m.ReceivedAt)
 				idx = append(idx, i)
 			}
 			if len(idx) == 0 {
 				continue
 			}
-			q.WriteString(` ON CONFLICT (device_id, epoch, sequence) DO NOTHING RETURNING device_id, epoch, sequence`)
-			rows, err := tx.QueryContext(ctx, s.q(q.String()), args...)
+			var rows *sql.Rows
+			var err error
+			if st := s.stmts.get(recvSQL); len(idx) == receivedPerInsert && st != nil {
+				rows, err = tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+			} else {
+				rows, err = tx.QueryContext(ctx, s.q(receivedInsert(len(idx))), args...)
+			}
 			if err != nil {
 				return fmt.Errorf("store telemetry: %w", err)
 			}
@@ -160,16 +173,18 @@ func (s *Store) StoreTelemetry(ctx context.Context, msgs []TelemetryMessage) (du
 				}
 			}
 		}
-		var q strings.Builder
 		var args []any
 		n := 0
 		flush := func() error {
 			if n == 0 {
 				return nil
 			}
-			_, err := tx.ExecContext(ctx, s.q(`INSERT INTO telemetry_summaries (device_id, epoch, sequence, idx,
-				model, release, slot, start_ms, end_ms, requests, errors, payload) VALUES `+q.String()), args...)
-			q.Reset()
+			var err error
+			if st := s.stmts.get(sumSQL); n == summariesPerInsert && st != nil {
+				_, err = tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+			} else {
+				_, err = tx.ExecContext(ctx, s.q(summariesInsert(n)), args...)
+			}
 			args, n = args[:0], 0
 			if err != nil {
 				return fmt.Errorf("store telemetry: %w", err)
@@ -179,13 +194,9 @@ func (s *Store) StoreTelemetry(ctx context.Context, msgs []TelemetryMessage) (du
 		for _, i := range fresh {
 			m := msgs[i]
 			for j, sm := range m.Summaries {
-				if n > 0 {
-					q.WriteString(", ")
-				}
-				q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 				args = append(args, m.DeviceID, m.Epoch, int64(m.Sequence), j, sm.Model, int64(sm.Release),
 					sm.Slot, sm.StartMs, sm.EndMs, int64(sm.Requests), int64(sm.Errors), sm.Payload)
-				if n++; n == 80 {
+				if n++; n == summariesPerInsert {
 					if err := flush(); err != nil {
 						return err
 					}
@@ -210,6 +221,29 @@ func (s *Store) StoreTelemetry(ctx context.Context, msgs []TelemetryMessage) (du
 		return s.insertEvents(ctx, tx, msgs, fresh)
 	})
 	return dup, err
+}
+
+// Rows per multi-row INSERT: one round through the driver per chunk
+// rather than per row; the full-size statements are prepared once.
+const (
+	receivedPerInsert  = 200
+	summariesPerInsert = 80
+	recvSQL            = "telemetry_received insert"
+	sumSQL             = "telemetry_summaries insert"
+)
+
+// receivedInsert inserts n messages into the de-duplication ledger and
+// returns those that were new (RETURNING: SQLite ≥ 3.35, PostgreSQL).
+func receivedInsert(n int) string {
+	return `INSERT INTO telemetry_received (device_id, epoch, sequence, received_at) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?), ", n), ", ") +
+		` ON CONFLICT (device_id, epoch, sequence) DO NOTHING RETURNING device_id, epoch, sequence`
+}
+
+// summariesInsert inserts n summaries.
+func summariesInsert(n int) string {
+	return `INSERT INTO telemetry_summaries (device_id, epoch, sequence, idx, model, release, slot, start_ms, end_ms,
+		requests, errors, payload) VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ")
 }
 
 // SummaryFilter selects stored summaries or rollups: one model, optionally

@@ -86,9 +86,34 @@ func connect(t testing.TB, url, id, user, pw string) paho.Client {
 type controlSide struct {
 	st     *store.Store
 	in     *telemetry.Ingest
-	client paho.Client
+	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	mu     sync.Mutex
+	client paho.Client // replaced by subscribe after a broker restart
+}
+
+func (c *controlSide) conn() paho.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.client
+}
+
+// subscribe connects to the broker at url and takes the telemetry off the
+// shared subscription into the ingest.
+func (c *controlSide) subscribe(t testing.TB, url string) {
+	t.Helper()
+	cl := connect(t, url, "control-"+filepath.Base(t.TempDir()), cpUser, cpPassword)
+	c.mu.Lock()
+	c.client = cl
+	c.mu.Unlock()
+	tok := cl.Subscribe(c.in.Subscription("telemetry"), 1, func(_ paho.Client, m paho.Message) {
+		c.in.Handle(c.ctx, m.Topic(), m.Payload())
+	})
+	if !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
 }
 
 // dropAcks, when set, decides to drop an ack instead of sending it (a lost
@@ -102,7 +127,6 @@ func startControl(t testing.TB, url, dbPath string, drop ackFilter) *controlSide
 		t.Fatal(err)
 	}
 	c := &controlSide{st: st, done: make(chan struct{})}
-	c.client = connect(t, url, "control-"+filepath.Base(t.TempDir()), cpUser, cpPassword)
 	send := func(ctx context.Context, device string, a *pb.Ack) error {
 		if drop != nil && drop(a) {
 			return nil
@@ -111,32 +135,26 @@ func startControl(t testing.TB, url, dbPath string, drop ackFilter) *controlSide
 		if err != nil {
 			return err
 		}
-		tok := c.client.Publish(scheme.Device(topic.Ack, device), 1, false, b)
+		tok := c.conn().Publish(scheme.Device(topic.Ack, device), 1, false, b)
 		if !tok.WaitTimeout(wait) {
 			return errors.New("ack publish timed out")
 		}
 		return tok.Error()
 	}
 	c.in = telemetry.NewIngest(st, send, telemetry.Options{Scheme: scheme})
-	ctx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	go func() {
 		defer close(c.done)
-		_ = c.in.Run(ctx)
+		_ = c.in.Run(c.ctx)
 	}()
-	tok := c.client.Subscribe(c.in.Subscription("telemetry"), 1, func(_ paho.Client, m paho.Message) {
-		c.in.Handle(ctx, m.Topic(), m.Payload())
-	})
-	if !tok.WaitTimeout(wait) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
+	c.subscribe(t, url)
 	return c
 }
 
 // stop takes the control side down abruptly: the connection first, then
 // the ingest loop, then the store.
 func (c *controlSide) stop() {
-	c.client.Disconnect(0)
+	c.conn().Disconnect(0)
 	c.cancel()
 	<-c.done
 	c.st.Close()

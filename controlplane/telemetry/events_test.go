@@ -3,6 +3,7 @@ package telemetry_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -130,7 +131,7 @@ func TestOfferSheds(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
 	var acks recordedAcks
-	in := telemetry.NewIngest(st, acks.send, telemetry.Options{QueueSize: 2})
+	in := telemetry.NewIngest(st, acks.send, telemetry.Options{QueueSize: 2, Decoders: 1})
 	for seq := uint64(1); seq <= 5; seq++ {
 		b, _ := wire.Encode(telemetryOf("dev-1", seq, windowSummary(0, 1, t0)))
 		in.Offer(scheme.Device("telemetry", "dev-1"), b) // nothing drains the queue yet
@@ -146,6 +147,52 @@ func TestOfferSheds(t *testing.T) {
 	<-done
 	if got := acks.seqs["dev-1"]; len(got) != 2 || got[0] != 1 || got[1] != 2 {
 		t.Fatalf("acked %v, want [1 2]", got)
+	}
+}
+
+// TestOfferDecodersKeepOrder: what Offer takes in is decoded by several
+// decoders, yet each device's messages are stored and acknowledged in the
+// order they came, each once; a message that is not telemetry is refused
+// and counted without reaching the store.
+func TestOfferDecodersKeepOrder(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	st := openStore(t)
+	var acks recordedAcks
+	in := telemetry.NewIngest(st, acks.send, telemetry.Options{Decoders: 4, BatchSize: 7})
+	done := make(chan error)
+	go func() { done <- in.Run(ctx) }()
+	const devices, perDevice = 8, 40
+	for seq := uint64(1); seq <= perDevice; seq++ {
+		for d := range devices {
+			dev := fmt.Sprint("dev-", d)
+			b, _ := wire.Encode(telemetryOf(dev, seq, windowSummary(int(seq), 1, t0.Add(time.Duration(seq)*time.Minute))))
+			in.Offer(scheme.Device("telemetry", dev), b)
+		}
+	}
+	b, _ := wire.Encode(telemetryOf("dev-0", 99, windowSummary(0, 1, t0)))
+	in.Offer(scheme.Device("ack", "dev-0"), b)
+	in.Offer(scheme.Device("telemetry", "dev-1"), b) // dev-0's message on dev-1's topic
+	waitFor(t, func() bool { return in.Counters.Acked.Load() == devices*perDevice })
+	cancel()
+	<-done
+	if in.Counters.Rejected.Load() != 2 || in.Counters.Overloaded.Load() != 0 || in.Counters.Stored.Load() != devices*perDevice {
+		t.Fatalf("rejected %d overloaded %d stored %d", in.Counters.Rejected.Load(), in.Counters.Overloaded.Load(), in.Counters.Stored.Load())
+	}
+	for d := range devices {
+		dev := fmt.Sprint("dev-", d)
+		got := acks.seqs[dev]
+		if len(got) != perDevice {
+			t.Fatalf("%s: %d acks, want %d", dev, len(got), perDevice)
+		}
+		for i, seq := range got {
+			if seq != uint64(i+1) {
+				t.Fatalf("%s: acks out of order: %v", dev, got)
+			}
+		}
+		rows, err := st.ListSummaries(context.Background(), store.SummaryFilter{Model: "digits", DeviceID: dev, ToMs: 1 << 62})
+		if err != nil || len(rows) != perDevice {
+			t.Fatalf("%s: %d summaries stored (%v), want %d", dev, len(rows), err, perDevice)
+		}
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,9 +40,15 @@ type AckSender func(ctx context.Context, deviceID string, ack *pb.Ack) error
 type Options struct {
 	Scheme    topic.Scheme
 	BatchSize int // messages per store transaction; 500
-	QueueSize int // messages waiting for a transaction; 4096
-	Now       func() time.Time
-	Logger    *slog.Logger
+	// QueueSize bounds the messages waiting for a transaction, and those
+	// Offer took in waiting for a decoder (split evenly among them); 4096.
+	QueueSize int
+	// Decoders is how many goroutines decode what Offer takes in; default
+	// GOMAXPROCS. A device's messages all go to the same decoder, so they
+	// reach the store in the order they came.
+	Decoders int
+	Now      func() time.Time
+	Logger   *slog.Logger
 }
 
 // Counters are the ingest's counters, per message (Events: per event).
@@ -56,6 +64,8 @@ type Ingest struct {
 	ack   AckSender
 	opt   Options
 	queue chan *Message
+	// raw holds what Offer took in, one queue per decoder.
+	raw []chan rawMessage
 	// Counters of what happened to each message.
 	Counters Counters
 }
@@ -77,7 +87,21 @@ func NewIngest(st Store, ack AckSender, opt Options) *Ingest {
 	if opt.Scheme == (topic.Scheme{}) {
 		opt.Scheme = topic.Default()
 	}
-	return &Ingest{st: st, ack: ack, opt: opt, queue: make(chan *Message, opt.QueueSize)}
+	if opt.Decoders <= 0 {
+		opt.Decoders = runtime.GOMAXPROCS(0)
+	}
+	in := &Ingest{st: st, ack: ack, opt: opt, queue: make(chan *Message, opt.QueueSize)}
+	in.raw = make([]chan rawMessage, opt.Decoders)
+	for i := range in.raw {
+		in.raw[i] = make(chan rawMessage, max(1, opt.QueueSize/opt.Decoders))
+	}
+	return in
+}
+
+// rawMessage is a message Offer took in, not yet decoded.
+type rawMessage struct {
+	topic   string
+	payload []byte
 }
 
 // Subscription is the filter the control plane subscribes to, shared by
@@ -197,20 +221,54 @@ func (in *Ingest) Handle(ctx context.Context, name string, payload []byte) {
 }
 
 // Offer is Handle for a callback that must not block (a client library
-// that delivers every subscription's messages on one goroutine): when the
-// queue is full the message is dropped, counted in Overloaded and not
-// acknowledged, so the device sends it again after its ack timeout.
+// that delivers every subscription's messages on one goroutine). It only
+// queues the message for one of Run's decoders, chosen by the device in
+// the topic, so decoding (the larger share of the work) runs on several
+// cores beside the store's transaction rather than on the callback's
+// goroutine. The payload is kept until decoded (the summaries' bytes are
+// stored as they are). When the decoder's queue is full the message is
+// dropped, counted in Overloaded and not acknowledged, so the device sends
+// it again after its ack timeout.
 func (in *Ingest) Offer(name string, payload []byte) {
-	t, ok := in.decode(name, payload)
-	if !ok {
+	k, id, ok := in.opt.Scheme.Parse(name)
+	if !ok || k != topic.Telemetry {
+		in.decode(name, payload) // refused, and counted, there
 		return
 	}
 	select {
-	case in.queue <- t:
+	case in.raw[shard(id, len(in.raw))] <- rawMessage{name, payload}:
 	default:
 		if in.Counters.Overloaded.Add(1)&1023 == 1 {
 			in.opt.Logger.Warn("telemetry queue full; messages dropped unacknowledged (devices resend them)",
 				"dropped", in.Counters.Overloaded.Load())
+		}
+	}
+}
+
+// shard picks a device's decoder (FNV-1a of its id).
+func shard(id string, n int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return int(h % uint32(n))
+}
+
+// decodeLoop decodes what Offer queued on q and queues it for the store,
+// until ctx ends.
+func (in *Ingest) decodeLoop(ctx context.Context, q <-chan rawMessage) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-q:
+			if m, ok := in.decode(r.topic, r.payload); ok {
+				select {
+				case in.queue <- m:
+				case <-ctx.Done():
+					return
+				}
+			}
 		}
 	}
 }
@@ -225,9 +283,15 @@ func (in *Ingest) decode(name string, payload []byte) (*Message, bool) {
 	return t, true
 }
 
-// Run stores queued messages in batches and acknowledges them once
-// committed, until ctx ends.
+// Run decodes what Offer queued, stores queued messages in batches (many
+// messages per transaction) and acknowledges them once committed, until
+// ctx ends.
 func (in *Ingest) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, q := range in.raw {
+		wg.Go(func() { in.decodeLoop(ctx, q) })
+	}
 	batch := make([]*Message, 0, in.opt.BatchSize)
 	for {
 		select {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -279,4 +281,65 @@ func benchIngest(b *testing.B, s *pb.WindowSummary, stage string) {
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "summaries/s")
 	b.ReportMetric(float64(len(size)), "bytes/summary")
+}
+
+// BenchmarkIngestPipeline is the whole ingest as the server runs it, in
+// summaries per second from the first message taken in to the last one
+// acknowledged after its commit: "callback" is the path before issue 10
+// (each message decoded on the MQTT callback's goroutine, one at a time,
+// then queued for the store), "decoders" Offer queuing the raw message for
+// Run's decoders (GOMAXPROCS of them, by device) beside the store's
+// transaction. 2000 messages of one summary each per iteration, from 1000
+// devices, into one SQLite store per sub-benchmark.
+func BenchmarkIngestPipeline(b *testing.B) {
+	for _, features := range []int{64, 4} {
+		s := benchSummary(features)
+		for _, path := range []string{"callback", "decoders"} {
+			b.Run(fmt.Sprintf("features=%d/%s", features, path), func(b *testing.B) { benchPipeline(b, s, path) })
+		}
+	}
+}
+
+func benchPipeline(b *testing.B, s *pb.WindowSummary, path string) {
+	const batch = 2000
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var acked atomic.Uint64
+	in := telemetry.NewIngest(openStore(b), func(_ context.Context, _ string, a *pb.Ack) error {
+		acked.Add(uint64(len(a.GetSequences())))
+		return nil
+	}, telemetry.Options{QueueSize: batch * runtime.GOMAXPROCS(0)}) // room for every message of an iteration
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	payloads := make([][]byte, batch)
+	topics := make([]string, batch)
+	seq := uint64(0)
+	n := 0
+	for b.Loop() {
+		b.StopTimer() // the devices' work: encoding
+		for i := range payloads {
+			seq++
+			dev := fmt.Sprintf("dev-%05d", seq%1000)
+			payloads[i], _ = wire.Encode(telemetryOf(dev, seq, s))
+			topics[i] = scheme.Device("telemetry", dev)
+		}
+		b.StartTimer()
+		for i := range payloads {
+			if path == "callback" {
+				in.Handle(ctx, topics[i], payloads[i])
+			} else {
+				in.Offer(topics[i], payloads[i])
+			}
+		}
+		n += batch
+		for acked.Load() < uint64(n) {
+			if in.Counters.Overloaded.Load() > 0 || in.Counters.Rejected.Load() > 0 {
+				b.Fatalf("overloaded %d, rejected %d", in.Counters.Overloaded.Load(), in.Counters.Rejected.Load())
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "summaries/s")
+	cancel()
+	<-done
 }

@@ -24,7 +24,7 @@ func BaselineFromManifest(m *pb.BundleManifest) Baseline {
 	return Baseline{
 		Drift:      m.GetDrift(),
 		Thresholds: summary.EffectiveThresholds(m.GetDrift().GetThresholds(), nil),
-		MinRecords: summary.MinRecords(m.GetAnnotations()),
+		MinRecords: summary.MinRecordsOf(m),
 		Version:    m.GetVersion(),
 	}
 }
@@ -82,6 +82,14 @@ type FeatureReport struct {
 	JS, PSI, KS         float64
 	Scored              bool // scores were computed (a baseline with the same bins)
 	State               string
+	// The histograms, with a baseline for the value: its bins (Edges for a
+	// numeric value, Categories for a categorical one; see
+	// pb.FeatureBaseline), the baseline's counts and the merged summary's
+	// (nil when the devices binned on other bins; zeros when nothing came).
+	Edges        []float64
+	Categories   []string
+	BaselineBins []uint64
+	Bins         []uint64
 }
 
 // Report is the drift report of filter f: the query's merge per release,
@@ -151,18 +159,18 @@ func releaseReport(s *pb.WindowSummary, b Baseline, haveBaseline bool) ReleaseRe
 	}
 	if r.Baseline {
 		for _, fb := range b.Drift.GetFeatures() {
-			r.Features = append(r.Features, r.feature(fb.GetName(), byName[fb.GetName()], scores[fb.GetName()]))
+			r.Features = append(r.Features, r.feature(fb, byName[fb.GetName()], scores[fb.GetName()]))
 		}
 		if p := b.Drift.GetPrediction(); p != nil {
-			f := r.feature(p.GetName(), s.GetPrediction(), sc.GetPrediction())
+			f := r.feature(p, s.GetPrediction(), sc.GetPrediction())
 			r.Prediction = &f
 		}
 	} else {
 		for _, f := range s.GetFeatures() {
-			r.Features = append(r.Features, r.feature(f.GetName(), f, nil))
+			r.Features = append(r.Features, r.feature(&pb.FeatureBaseline{Name: f.GetName()}, f, nil))
 		}
 		if p := s.GetPrediction(); p != nil {
-			f := r.feature(p.GetName(), p, nil)
+			f := r.feature(&pb.FeatureBaseline{Name: p.GetName()}, p, nil)
 			r.Prediction = &f
 		}
 	}
@@ -181,11 +189,21 @@ func releaseReport(s *pb.WindowSummary, b Baseline, haveBaseline bool) ReleaseRe
 	return r
 }
 
-// feature reports one value: its statistics from the merged summary (nil:
-// none arrived) and its scores (nil: not scored).
-func (r *ReleaseReport) feature(name string, fs *pb.FeatureSummary, sc *pb.FeatureScore) FeatureReport {
-	f := FeatureReport{Name: name, Count: fs.GetCount(), Missing: fs.GetMissing(), NaN: fs.GetNan(),
+// feature reports one value of baseline fb (only its name without a
+// baseline): its statistics from the merged summary (nil: none arrived),
+// its scores (nil: not scored) and both histograms.
+func (r *ReleaseReport) feature(fb *pb.FeatureBaseline, fs *pb.FeatureSummary, sc *pb.FeatureScore) FeatureReport {
+	f := FeatureReport{Name: fb.GetName(), Count: fs.GetCount(), Missing: fs.GetMissing(), NaN: fs.GetNan(),
 		PosInf: fs.GetPosInf(), NegInf: fs.GetNegInf(), Min: fs.GetMin(), Max: fs.GetMax(), Mean: fs.GetMean()}
+	if base := fb.GetCounts(); r.Baseline && len(base) > 0 {
+		f.Edges, f.Categories, f.BaselineBins = fb.GetBinEdges(), fb.GetCategories(), base
+		switch bins := fs.GetBins(); {
+		case len(bins) == len(base):
+			f.Bins = bins
+		case len(bins) == 0:
+			f.Bins = make([]uint64, len(base))
+		}
+	}
 	if v, ok := summary.Variance(fs); ok {
 		f.Std = math.Sqrt(v)
 	}

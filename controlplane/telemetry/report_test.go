@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-edge/flotilla/controlplane/store"
 	"github.com/flotilla-edge/flotilla/controlplane/telemetry"
@@ -108,6 +111,17 @@ func TestDriftReport(t *testing.T) {
 	if r1.Features[0].Count != merged.Features[0].Count || r1.Thresholds != thr {
 		t.Fatalf("release 1 feature %+v", r1.Features[0])
 	}
+	// The histograms: the baseline's bins and counts, and the merged
+	// summaries' counts on them.
+	h := r1.Features[0]
+	if !slices.Equal(h.Edges, testBaseline.Features[0].BinEdges) || !slices.Equal(h.BaselineBins, testBaseline.Features[0].Counts) ||
+		!slices.Equal(h.Bins, merged.Features[0].Bins) || len(h.Bins) == 0 {
+		t.Fatalf("release 1 histogram: edges %v baseline %v current %v; want %v %v %v", h.Edges, h.BaselineBins, h.Bins,
+			testBaseline.Features[0].BinEdges, testBaseline.Features[0].Counts, merged.Features[0].Bins)
+	}
+	if last := r2.Features[0].Bins; len(last) == 0 || last[len(last)-1] != 150 {
+		t.Fatalf("release 2 histogram %v: want all 150 values in the overflow bin", last)
+	}
 	if r1.State != telemetry.StateOK && r1.State != telemetry.StateWarn {
 		t.Errorf("release 1 (reference-like) state %s", r1.State)
 	}
@@ -124,6 +138,20 @@ func TestDriftReport(t *testing.T) {
 	if r := rep.Releases[0]; r.State != telemetry.StateNoBaseline || r.Baseline || r.Features[0].Scored ||
 		r.Features[0].Count != merged.Features[0].Count || r.Requests != merged.Requests {
 		t.Fatalf("no baseline: %+v", r)
+	}
+	if r := rep.Releases[0]; r.Features[0].BaselineBins != nil || r.Features[0].Bins != nil {
+		t.Fatalf("no baseline, yet a histogram: %+v", r.Features[0])
+	}
+	// A baseline binned otherwise (one more edge): no current histogram.
+	other := proto.Clone(testBaseline).(*pb.DriftBaseline)
+	other.Features[0].BinEdges = append(other.Features[0].BinEdges, 100)
+	other.Features[0].Counts = append(other.Features[0].Counts, 0)
+	rep, err = telemetry.DriftReport(ctx, st, baselineTable{"digits/1": {Drift: other, Thresholds: thr, MinRecords: 100}}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := rep.Releases[0].Features[0]; len(h.BaselineBins) != len(other.Features[0].Counts) || h.Bins != nil {
+		t.Fatalf("other bins: baseline %v current %v", h.BaselineBins, h.Bins)
 	}
 	// Too few requests to judge: a device's single window.
 	one := f

@@ -539,12 +539,17 @@ func (x *ProbationPolicy) GetMaxCrashes() uint32 {
 // DriftBaseline is the reference the device's window summaries are scored
 // against, with the same bins.
 type DriftBaseline struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Features      []*FeatureBaseline     `protobuf:"bytes,1,rep,name=features,proto3" json:"features,omitempty"`
-	Prediction    *FeatureBaseline       `protobuf:"bytes,2,opt,name=prediction,proto3" json:"prediction,omitempty"`
-	Thresholds    *DriftThresholds       `protobuf:"bytes,3,opt,name=thresholds,proto3" json:"thresholds,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Features   []*FeatureBaseline     `protobuf:"bytes,1,rep,name=features,proto3" json:"features,omitempty"`
+	Prediction *FeatureBaseline       `protobuf:"bytes,2,opt,name=prediction,proto3" json:"prediction,omitempty"`
+	Thresholds *DriftThresholds       `protobuf:"bytes,3,opt,name=thresholds,proto3" json:"thresholds,omitempty"`
+	// The fewest records a window needs to be scored; a smaller window is
+	// carried into the next. The window size the thresholds were computed
+	// for. 0: unset (the annotation flotilla.drift.min_window_records, which
+	// older bundles carry, or else 100). At most 10,000,000.
+	MinWindowRecords uint32 `protobuf:"varint,4,opt,name=min_window_records,json=minWindowRecords,proto3" json:"min_window_records,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *DriftBaseline) Reset() {
@@ -596,6 +601,13 @@ func (x *DriftBaseline) GetThresholds() *DriftThresholds {
 		return x.Thresholds
 	}
 	return nil
+}
+
+func (x *DriftBaseline) GetMinWindowRecords() uint32 {
+	if x != nil {
+		return x.MinWindowRecords
+	}
+	return 0
 }
 
 // FeatureBaseline is one monitored value's reference histogram. Numeric: n
@@ -1370,7 +1382,7 @@ const file_flotilla_v1_bundle_proto_rawDesc = "" +
 	"\x15max_disagreement_rate\x18\x05 \x01(\x01R\x13maxDisagreementRate\x12!\n" +
 	"\fmin_requests\x18\x06 \x01(\rR\vminRequests\x12\x1f\n" +
 	"\vmax_crashes\x18\a \x01(\rR\n" +
-	"maxCrashes\"\xc5\x01\n" +
+	"maxCrashes\"\xf3\x01\n" +
 	"\rDriftBaseline\x128\n" +
 	"\bfeatures\x18\x01 \x03(\v2\x1c.flotilla.v1.FeatureBaselineR\bfeatures\x12<\n" +
 	"\n" +
@@ -1378,7 +1390,8 @@ const file_flotilla_v1_bundle_proto_rawDesc = "" +
 	"prediction\x12<\n" +
 	"\n" +
 	"thresholds\x18\x03 \x01(\v2\x1c.flotilla.v1.DriftThresholdsR\n" +
-	"thresholds\"\xa8\x01\n" +
+	"thresholds\x12,\n" +
+	"\x12min_window_records\x18\x04 \x01(\rR\x10minWindowRecords\"\xa8\x01\n" +
 	"\x0fFeatureBaseline\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06tensor\x18\x02 \x01(\tR\x06tensor\x12\x14\n" +

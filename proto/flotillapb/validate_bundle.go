@@ -443,6 +443,10 @@ func (p *ProbationPolicy) validate() error {
 	return finiteNonNeg("max_p95_latency_ratio", p.GetMaxP95LatencyRatio())
 }
 
+// MaxMinWindowRecords bounds DriftBaseline.min_window_records: a window
+// needing more would hardly ever be scored.
+const MaxMinWindowRecords = 10_000_000
+
 func (d *DriftBaseline) validate() error {
 	if len(d.GetFeatures()) > maxFeatures {
 		return fmt.Errorf("features: %d, at most %d", len(d.GetFeatures()), maxFeatures)
@@ -461,6 +465,9 @@ func (d *DriftBaseline) validate() error {
 		if err := p.validate(); err != nil {
 			return fmt.Errorf("prediction: %w", err)
 		}
+	}
+	if n := d.GetMinWindowRecords(); n > MaxMinWindowRecords {
+		return fmt.Errorf("min_window_records: %d, at most %d", n, MaxMinWindowRecords)
 	}
 	t := d.GetThresholds()
 	for _, v := range []struct {

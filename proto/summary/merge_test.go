@@ -207,4 +207,18 @@ func TestScoreAndThresholds(t *testing.T) {
 		MinRecords(map[string]string{MinRecordsAnnotation: "-3"}) != DefaultMinRecords {
 		t.Error("MinRecords")
 	}
+	ann := map[string]string{MinRecordsAnnotation: "250"}
+	for _, c := range []struct {
+		m    *pb.BundleManifest
+		want uint64
+	}{
+		{&pb.BundleManifest{Drift: &pb.DriftBaseline{MinWindowRecords: 40}, Annotations: ann}, 40}, // the field wins
+		{&pb.BundleManifest{Drift: &pb.DriftBaseline{}, Annotations: ann}, 250},                    // an older bundle
+		{&pb.BundleManifest{Drift: &pb.DriftBaseline{}}, DefaultMinRecords},
+		{nil, DefaultMinRecords},
+	} {
+		if got := MinRecordsOf(c.m); got != c.want {
+			t.Errorf("MinRecordsOf(%v) = %d, want %d", c.m, got, c.want)
+		}
+	}
 }

@@ -19,12 +19,23 @@ const (
 
 // MinRecordsAnnotation is the manifest annotation giving the fewest records
 // a window needs to be scored; smaller windows are carried forward into the
-// next. `flotctl bundle build --baseline` sets it to the window size its
-// variability thresholds were computed for.
+// next. DriftBaseline.min_window_records replaced it; bundles built before
+// read it still, and `flotctl bundle build -baseline` sets both (for agents
+// older than the field).
 const MinRecordsAnnotation = "flotilla.drift.min_window_records"
 
 // DefaultMinRecords is the minimum when the manifest gives none.
 const DefaultMinRecords = 100
+
+// MinRecordsOf is the minimum window size of a bundle manifest: its drift
+// baseline's min_window_records, or else (a bundle built before the field)
+// the MinRecordsAnnotation, or else DefaultMinRecords.
+func MinRecordsOf(m *pb.BundleManifest) uint64 {
+	if v := m.GetDrift().GetMinWindowRecords(); v > 0 {
+		return uint64(v)
+	}
+	return MinRecords(m.GetAnnotations())
+}
 
 // MinRecords reads the minimum window size from a manifest's annotations.
 func MinRecords(annotations map[string]string) uint64 {

@@ -1,0 +1,172 @@
+package agent
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/flotilla-edge/flotilla/agent/lifecycle"
+	"github.com/flotilla-edge/flotilla/agent/metrics"
+	"github.com/flotilla-edge/flotilla/agent/state"
+	"github.com/flotilla-edge/flotilla/agent/unpack"
+	"github.com/flotilla-edge/flotilla/controlplane/bundle"
+	"github.com/flotilla-edge/flotilla/proto/flotillapb"
+	"github.com/flotilla-edge/flotilla/proto/wire"
+	"github.com/flotilla-edge/flotilla/runtime"
+	"github.com/flotilla-edge/flotilla/runtime/native"
+)
+
+type benchChunks map[[32]byte][]byte
+
+func (c benchChunks) PutChunk(sum [32]byte, data []byte) error {
+	c[sum] = append([]byte(nil), data...)
+	return nil
+}
+
+func (c benchChunks) Read(_ context.Context, sum [32]byte) ([]byte, error) {
+	if b, ok := c[sum]; ok {
+		return b, nil
+	}
+	return nil, os.ErrNotExist
+}
+
+// benchDigits activates the digits bundle (with its drift baseline: 64
+// pixel features and the predicted class) on the real ONNX plugin, and
+// returns the lifecycle and one input row.
+func benchDigits(b *testing.B) (*lifecycle.Lifecycle, []runtime.Tensor) {
+	ctx := context.Background()
+	p, err := native.Start(ctx, onnxPluginBin(b), native.Config{Env: []string{"FLOTILLA_ORT_LIB=" + ortLib(b)},
+		Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Error, Output: os.Stderr})})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close() })
+	src := filepath.Join("..", "controlplane", "bundle", "testdata", "digits")
+	cs := benchChunks{}
+	raw, _, err := bundle.Build(src, bundle.Options{Chunks: cs})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := &flotillapb.BundleManifest{}
+	if err := wire.Decode(raw, flotillapb.MaxManifestSize, m); err != nil {
+		b.Fatal(err)
+	}
+	if m.GetDrift() == nil || len(m.GetDrift().GetFeatures()) == 0 {
+		b.Fatal("the digits bundle carries no drift baseline")
+	}
+	dir := b.TempDir()
+	db, err := state.Open(ctx, filepath.Join(dir, "state"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	l, err := lifecycle.Open(ctx, lifecycle.Config{Dir: filepath.Join(dir, "models"), Store: db, Runtimes: lifecycle.RuntimeList{p}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	slot, err := l.PrepareSlot(ctx, m.GetName(), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := unpack.Unpack(ctx, cs, m, slot, unpack.Limits{}); err != nil {
+		b.Fatal(err)
+	}
+	if err := l.Stage(ctx, raw); err != nil {
+		b.Fatal(err)
+	}
+	rowsJSON, err := os.ReadFile(filepath.Join("lifecycle", "testdata", "digits", "rows.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var rows struct {
+		Pixels [][]float64 `json:"pixels"`
+	}
+	if err := json.Unmarshal(rowsJSON, &rows); err != nil {
+		b.Fatal(err)
+	}
+	var data []byte
+	for _, v := range rows.Pixels[0] {
+		data = binary.LittleEndian.AppendUint32(data, math.Float32bits(float32(v)))
+	}
+	return l, []runtime.Tensor{{Name: "pixels", DType: runtime.Float32, Shape: []int64{1, 64}, Data: data}}
+}
+
+// BenchmarkMonitorInfer is the agent's inference path for digits on the
+// real ONNX plugin with the metrics buffering off and on, side by side:
+// "off" is the monitor with no recorder (the lifecycle's Infer and the
+// monitor's bookkeeping), "on" the same monitor recording every inference
+// (64 features and the prediction read from the tensors) into a real
+// metrics buffer, whose SQLite writer runs meanwhile and has written every
+// record before the timer stops; "on-nolinger" is "on" with the writer
+// as it was before Options.Linger (a transaction for whatever was queued,
+// however little). Sequential (one caller) and parallel
+// (GOMAXPROCS callers). The issue's target: "on" loses at most 5 % of
+// "off"'s inferences per second.
+func BenchmarkMonitorInfer(b *testing.B) {
+	l, in := benchDigits(b)
+	for _, mode := range []string{"sequential", "parallel"} {
+		for _, rec := range []string{"off", "on", "on-nolinger"} {
+			b.Run(mode+"/"+rec, func(b *testing.B) {
+				ctx := context.Background()
+				mon := newMonitor(l, time.Now)
+				var buf *metrics.Buffer
+				if rec != "off" {
+					linger := time.Duration(0) // the default
+					if rec == "on-nolinger" {
+						linger = -1
+					}
+					var err error
+					buf, err = metrics.Open(ctx, b.TempDir(), metrics.Options{Baselines: mon, Counters: mon,
+						QuotaBytes: 1 << 30, Linger: linger})
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer buf.Close()
+					mon.rec = buf
+				}
+				infer := func() {
+					if _, err := mon.Infer(ctx, "digits", in); err != nil {
+						b.Error(err)
+					}
+				}
+				b.ResetTimer()
+				if mode == "sequential" {
+					for range b.N {
+						infer()
+					}
+				} else {
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							infer()
+						}
+					})
+				}
+				if buf != nil {
+					if err := buf.Sync(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "infer/s")
+				if buf != nil {
+					st, err := buf.Stats(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if st.Buffered+st.Dropped != uint64(b.N) {
+						b.Fatalf("buffered %d + dropped %d records of %d inferences", st.Buffered, st.Dropped, b.N)
+					}
+					b.ReportMetric(float64(st.Dropped), "dropped")
+				}
+			})
+		}
+	}
+}
