@@ -25,6 +25,7 @@ import (
 	"github.com/flotilla-edge/flotilla/controlplane/api"
 	"github.com/flotilla-edge/flotilla/controlplane/broker"
 	"github.com/flotilla-edge/flotilla/controlplane/pki"
+	"github.com/flotilla-edge/flotilla/controlplane/promexport"
 	"github.com/flotilla-edge/flotilla/controlplane/registry"
 	"github.com/flotilla-edge/flotilla/controlplane/release"
 	"github.com/flotilla-edge/flotilla/controlplane/store"
@@ -105,6 +106,7 @@ type Server struct {
 	http     *http.Server
 	httpLn   net.Listener
 	metrics  *expvar.Map
+	prom     *promexport.Exporter // /metrics (promsource.go)
 
 	adminToken string
 	life       context.Context // ends at Close
@@ -261,7 +263,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, fmt.Errorf("api listener: %w", err)
 	}
 	s.http = &http.Server{
-		Handler: s.api, TLSConfig: s.ca.ServerTLS(),
+		Handler: s.handler(), TLSConfig: s.ca.ServerTLS(),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 90 * time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
