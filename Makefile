@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
-CMDS := flotilla-agent flotilla-server flotctl flotilla-sim
+CMDS := flotilla-agent flotilla-server flotctl flotilla-sim flotilla-demo
 # The ONNX Runtime plugin: the one cgo binary (libonnxruntime is loaded at
 # run time). ORT_LIB is the library `make deps` caches; tests and the plugin
 # read it from FLOTILLA_ORT_LIB.
@@ -99,8 +99,12 @@ cross: ## cgo-free agent for linux amd64, arm64, arm/v7; server and flotctl for 
 	done; done
 	@ls -l $(BIN)/*-linux-*
 
-demo: build ## control plane on the embedded defaults and three simulated agents
-	@.ci/demo
+# The digits model, data and test split the demo builds its bundle from.
+DEMO_MODEL_DIR ?= ../shared/models/digits
+DEMO_FLAGS ?=
+
+demo: build ## server, five real agents, the digits bundle rolled out in stages, traffic, then drift; Ctrl-C stops it
+	@$(BIN)/flotilla-demo -bin $(BIN) -work .demo -model-dir $(DEMO_MODEL_DIR) $(DEMO_FLAGS)
 
 clean:
 	rm -rf $(BIN) .demo
