@@ -14,8 +14,8 @@ import (
 	"github.com/flotilla-edge/flotilla/agent"
 	"github.com/flotilla-edge/flotilla/agent/agenttest"
 	"github.com/flotilla-edge/flotilla/agent/modelstats"
-	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/promscrape"
+	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 )
 
 func eventually(t *testing.T, what string, cond func() bool) {
