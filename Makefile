@@ -58,6 +58,8 @@ fuzz-short:
 bench: wasm-guests ## run the benchmarks (not in CI); figures go into docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	FLOTILLA_BENCH=1 $(GO) test ./controlplane/delivery -run TestDeliveryBenchmark -v -timeout 30m
+	$(MAKE) --no-print-directory build
+	FLOTILLA_BENCH=1 FLOTILLA_BENCH_BIN=$(CURDIR)/$(BIN) $(GO) test ./demo -run TestAgentFootprint -v -timeout 10m
 
 soak: ## long load runs, never in CI
 	FLOTILLA_SOAK=1 $(GO) test -run Soak -timeout 2h -v ./...

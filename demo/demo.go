@@ -42,6 +42,7 @@ import (
 type Device struct {
 	ID     string
 	Labels map[string]string
+	Env    []string // added to the agent's environment (GOGC, GOMEMLIMIT, …)
 }
 
 // Config says what the demo runs. Zero values take the defaults of the
@@ -146,33 +147,28 @@ func Start(ctx context.Context, cfg Config) (d *Demo, err error) {
 			d = nil
 		}
 	}()
-	if err := os.RemoveAll(cfg.WorkDir); err != nil {
-		return nil, err
-	}
-	for _, sub := range []string{"server/release", "logs"} {
-		if err := os.MkdirAll(filepath.Join(cfg.WorkDir, sub), 0o700); err != nil {
+	for _, step := range []func(context.Context) error{d.prepare, d.makeKeys, d.startServer, d.releaseBundle,
+		d.startAgents, d.createRollout} {
+		if err := step(ctx); err != nil {
 			return nil, err
 		}
 	}
-	if d.rows, err = loadDataset(cfg.ModelDir); err != nil {
-		return nil, err
-	}
-	if err := d.makeKeys(ctx); err != nil {
-		return nil, err
-	}
-	if err := d.startServer(ctx); err != nil {
-		return nil, err
-	}
-	if err := d.releaseBundle(ctx); err != nil {
-		return nil, err
-	}
-	if err := d.startAgents(ctx); err != nil {
-		return nil, err
-	}
-	if err := d.createRollout(ctx); err != nil {
-		return nil, err
-	}
 	return d, nil
+}
+
+// prepare empties the work folder and reads the test split.
+func (d *Demo) prepare(context.Context) error {
+	if err := os.RemoveAll(d.cfg.WorkDir); err != nil {
+		return err
+	}
+	for _, sub := range []string{"server/release", "logs"} {
+		if err := os.MkdirAll(filepath.Join(d.cfg.WorkDir, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	var err error
+	d.rows, err = loadDataset(d.cfg.ModelDir)
+	return err
 }
 
 func (d *Demo) say(format string, args ...any) { fmt.Fprintf(d.cfg.Out, "== "+format+"\n", args...) }
@@ -321,7 +317,7 @@ func (d *Demo) startAgents(ctx context.Context) error {
 			args = append(args, "-ort-lib", d.cfg.ORTLib)
 		}
 		p, err := d.spawn(dev.ID, filepath.Join(d.cfg.BinDir, "flotilla-agent"), args,
-			[]string{"FLOTILLA_ENROL_TOKEN=" + created.Token}, nil)
+			append([]string{"FLOTILLA_ENROL_TOKEN=" + created.Token}, dev.Env...), nil)
 		if err != nil {
 			return err
 		}
