@@ -444,8 +444,9 @@ func (d *Demo) spawn(name, bin string, args, env []string, stdout io.Writer) (*p
 		cmd.Stdout = io.MultiWriter(log, stdout)
 	}
 	// Its own process group: a Ctrl-C in the terminal reaches the demo,
-	// which stops the children in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// which stops the children in order. Should the demo itself be killed,
+	// the kernel sends them SIGTERM (Pdeathsig).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("demo: start %s: %w", name, err)
