@@ -61,8 +61,11 @@ bench: wasm-guests ## run the benchmarks (not in CI); figures go into docs/bench
 	$(MAKE) --no-print-directory build
 	FLOTILLA_BENCH=1 FLOTILLA_BENCH_BIN=$(CURDIR)/$(BIN) $(GO) test ./demo -run TestAgentFootprint -v -timeout 10m
 
-soak: ## long load runs, never in CI
-	FLOTILLA_SOAK=1 $(GO) test -run Soak -timeout 2h -v ./...
+SOAK_AGENTS ?= 5000
+SOAK_MINUTES ?= 10
+
+soak: ## long load runs, never in CI (SOAK_AGENTS sim agents against one server for SOAK_MINUTES)
+	FLOTILLA_SOAK=1 FLOTILLA_SOAK_AGENTS=$(SOAK_AGENTS) FLOTILLA_SOAK_MINUTES=$(SOAK_MINUTES) $(GO) test -run Soak -timeout 2h -v ./...
 
 lint: ## gofmt, go vet, staticcheck, generated code in sync
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
