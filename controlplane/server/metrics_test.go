@@ -8,10 +8,10 @@ import (
 	"github.com/flotilla-edge/flotilla/controlplane/api"
 	"github.com/flotilla-edge/flotilla/controlplane/apiclient"
 	"github.com/flotilla-edge/flotilla/controlplane/pki"
+	"github.com/flotilla-edge/flotilla/promscrape"
 	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/topic"
 	"github.com/flotilla-edge/flotilla/proto/wire"
-	"github.com/flotilla-edge/flotilla/promscrape"
 )
 
 // TestPrometheusMetrics scrapes /metrics over HTTPS and parses it with the
