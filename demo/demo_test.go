@@ -117,6 +117,21 @@ func TestDemoShort(t *testing.T) {
 	defer func() { stopTraffic(); <-trafficDone }()
 	start := time.Now()
 
+	// While it runs, the server's /metrics carries the rollout's own series.
+	tlsCfg, err := pki.PinnedClientTLS(d.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverHC := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+	eventually(t, "the running rollout's devices on the server's /metrics", 30*time.Second, func() bool {
+		f, err := promscrape.Get(ctx, serverHC, d.APIURL+"/metrics")
+		if err != nil {
+			return false
+		}
+		_, staged := f.Value("flotilla_rollout_stage", "rollout", d.RolloutID, "phase", "running")
+		n, _ := f.Value("flotilla_rollout_devices", "rollout", d.RolloutID)
+		return staged && n >= 1
+	})
 	eventually(t, "the rollout completed on every device", 60*time.Second, func() bool {
 		v, err := d.Rollout(ctx)
 		return err == nil && v.Phase == "completed" && v.Devices["committed"] == len(cfg.Devices)
@@ -177,16 +192,15 @@ func TestDemoShort(t *testing.T) {
 			t.Errorf("%s: no summaries acknowledged", id)
 		}
 	}
-	tlsCfg, err := pki.PinnedClientTLS(d.Fingerprint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := promscrape.Get(ctx, &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}, d.APIURL+"/metrics")
+	f, err := promscrape.Get(ctx, serverHC, d.APIURL+"/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if v, _ := f.Value("flotilla_rollouts", "phase", "completed"); v != 1 {
 		t.Errorf("server: completed rollouts %v", v)
+	}
+	if _, ok := f.Value("flotilla_rollout_stage", "rollout", d.RolloutID); ok {
+		t.Error("server: a completed rollout still has per-rollout series")
 	}
 	if v, _ := f.Value("flotilla_devices_online"); v != float64(len(cfg.Devices)) {
 		t.Errorf("server: devices online %v", v)
