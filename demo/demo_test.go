@@ -31,6 +31,17 @@ func need(t *testing.T, what, path string) string {
 	return path
 }
 
+// digitsDir is $FLOTILLA_MODELS/digits or ../shared/models/digits beside
+// the repository (as the other tests of the shared models find them).
+func digitsDir(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("FLOTILLA_MODELS")
+	if base == "" {
+		base = filepath.Join("..", "..", "shared", "models")
+	}
+	return need(t, "the shared digits model", filepath.Join(base, "digits"))
+}
+
 func ortLib(t *testing.T) string {
 	lib := os.Getenv("FLOTILLA_ORT_LIB")
 	if lib == "" {
@@ -75,7 +86,7 @@ func eventually(t *testing.T, what string, limit time.Duration, cond func() bool
 // and the rollout completed. Close stops every process cleanly: each
 // exits 0 and no runtime plugin is left.
 func TestDemoShort(t *testing.T) {
-	modelDir := need(t, "the shared digits model", filepath.Join("..", "..", "shared", "models", "digits"))
+	modelDir := digitsDir(t)
 	lib := ortLib(t)
 	bin := buildBinaries(t)
 	var log strings.Builder

@@ -27,7 +27,7 @@ func TestAgentFootprint(t *testing.T) {
 	if os.Getenv("FLOTILLA_BENCH") == "" {
 		t.Skip("a measurement, not a test: FLOTILLA_BENCH=1 runs it")
 	}
-	modelDir := need(t, "the shared digits model", filepath.Join("..", "..", "shared", "models", "digits"))
+	modelDir := digitsDir(t)
 	// The same agent three times, idle side by side: as shipped, and with
 	// the Go runtime told to keep its heap small.
 	variants := []Device{

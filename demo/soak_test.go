@@ -48,7 +48,7 @@ func TestSoakSimFleet(t *testing.T) {
 		bin = buildBinaries(t)
 	}
 	cfg := Config{BinDir: bin, WorkDir: filepath.Join(t.TempDir(), "soak"), Heartbeat: time.Minute, Out: os.Stderr,
-		ModelDir: need(t, "the shared digits model", filepath.Join("..", "..", "shared", "models", "digits"))}
+		ModelDir: digitsDir(t)}
 	cfg.defaults()
 	d := &Demo{cfg: cfg}
 	defer d.Close()
