@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
-CMDS := flotilla-agent flotilla-server flotctl flotilla-sim
+CMDS := flotilla-agent flotilla-server flotctl flotilla-sim flotilla-demo
 # The ONNX Runtime plugin: the one cgo binary (libonnxruntime is loaded at
 # run time). ORT_LIB is the library `make deps` caches; tests and the plugin
 # read it from FLOTILLA_ORT_LIB.
@@ -60,9 +60,14 @@ fuzz-short:
 bench: wasm-guests ## run the benchmarks (not in CI); figures go into docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	FLOTILLA_BENCH=1 $(GO) test ./controlplane/delivery -run TestDeliveryBenchmark -v -timeout 30m
+	$(MAKE) --no-print-directory build
+	FLOTILLA_BENCH=1 FLOTILLA_BENCH_BIN=$(CURDIR)/$(BIN) $(GO) test ./demo -run TestAgentFootprint -v -timeout 10m
 
-soak: ## long load runs, never in CI
-	FLOTILLA_SOAK=1 $(GO) test -run Soak -timeout 2h -v ./...
+SOAK_AGENTS ?= 5000
+SOAK_MINUTES ?= 10
+
+soak: ## long load runs, never in CI (SOAK_AGENTS sim agents against one server for SOAK_MINUTES)
+	FLOTILLA_SOAK=1 FLOTILLA_SOAK_AGENTS=$(SOAK_AGENTS) FLOTILLA_SOAK_MINUTES=$(SOAK_MINUTES) $(GO) test -run Soak -timeout 2h -v ./...
 
 lint: ## gofmt, go vet, staticcheck, generated code in sync
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -117,8 +122,13 @@ deb: cross-agent ## flotilla-agent .deb for amd64, arm64, armhf into bin/ (DEB_A
 			$(NFPM) pkg --packager deb --config packaging/nfpm.yaml --target $(BIN)/; \
 	done
 
-demo: build ## control plane on the embedded defaults and three simulated agents
-	@.ci/demo
+
+# The digits model, data and test split the demo builds its bundle from.
+DEMO_MODEL_DIR ?= ../shared/models/digits
+DEMO_FLAGS ?=
+
+demo: build ## server, five real agents, the digits bundle rolled out in stages, traffic, then drift; Ctrl-C stops it
+	@$(BIN)/flotilla-demo -bin $(BIN) -work .demo -model-dir $(DEMO_MODEL_DIR) $(DEMO_FLAGS)
 
 clean:
 	rm -rf $(BIN) .demo

@@ -111,7 +111,8 @@ type Agent struct {
 
 	mu        sync.Mutex
 	status    Status
-	inferAddr string // the inference API's bound TCP address, once listening
+	inferAddr string  // the inference API's bound TCP address, once listening
+	mods      *models // while Run serves models, for Observe
 	reconf    chan struct{}
 	live      Live
 
@@ -246,11 +247,13 @@ func (a *Agent) run(ctx context.Context) error {
 		done := make(chan struct{})
 		go func() { defer close(done); m.run(mctx) }()
 		defer func() { cancel(); <-done }()
+		a.mu.Lock()
 		if m.tcp != nil {
-			a.mu.Lock()
 			a.inferAddr = m.tcp.String()
-			a.mu.Unlock()
 		}
+		a.mods = m
+		a.mu.Unlock()
+		defer func() { a.mu.Lock(); a.mods = nil; a.mu.Unlock() }()
 	}
 
 	wctx, wcancel := context.WithCancel(ctx)

@@ -2,6 +2,13 @@
 // each with its own data folder, device ID and identity, against a real
 // control plane. It is for load and soak tests of the control plane and the
 // broker; each agent speaks the full protocol.
+//
+// Agents start at a bounded rate (Options.RampPerSecond, 500/s by
+// default), so that thousands of TLS handshakes and enrolments do not
+// arrive at once on a listen backlog (somaxconn) they would overflow. The
+// agents run without models: no plugin-folder or sideload watchers, no
+// metrics buffer. Each agent has its own Prometheus registry
+// (agent/promexport); Handler serves them.
 package sim
 
 import (
@@ -10,11 +17,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/flotilla-edge/flotilla/agent"
+	"github.com/flotilla-edge/flotilla/agent/promexport"
 	"github.com/flotilla-edge/flotilla/firmware/hostfacts"
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 )
@@ -33,19 +46,44 @@ type Options struct {
 	Logger        *slog.Logger
 
 	HeartbeatInterval time.Duration // 0 = the agent's default
+	// RampPerSecond is how many agents start per second; 0 =
+	// DefaultRampPerSecond, < 0 = all at once.
+	RampPerSecond float64
 	// Online is called once, when every device is connected.
 	Online func(elapsed time.Duration)
 }
+
+// DefaultRampPerSecond is how fast agents start unless told otherwise.
+const DefaultRampPerSecond = 500
 
 // Run starts the devices and runs them until ctx is done. It returns nil
 // after a clean shutdown, or the first error that stopped a device (which
 // stops the others).
 func Run(ctx context.Context, o Options) error {
+	f, err := New(o)
+	if err != nil {
+		return err
+	}
+	return f.Run(ctx)
+}
+
+// Fleet is a simulation's agents, made by New and run by Run.
+type Fleet struct {
+	o      Options
+	log    *slog.Logger
+	ids    []string
+	agents []*agent.Agent
+	regs   map[string]*prometheus.Registry
+	sim    *prometheus.Registry
+}
+
+// New makes the agents (no I/O yet) and their registries.
+func New(o Options) (*Fleet, error) {
 	if o.N <= 0 {
-		return errors.New("sim: N must be positive")
+		return nil, errors.New("sim: N must be positive")
 	}
 	if o.DataDir == "" {
-		return errors.New("sim: data folder is required")
+		return nil, errors.New("sim: data folder is required")
 	}
 	if o.IDPrefix == "" {
 		o.IDPrefix = "sim"
@@ -55,10 +93,8 @@ func Run(ctx context.Context, o Options) error {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	facts, _ := hostfacts.Discover("/")
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 
-	agents := make([]*agent.Agent, o.N)
+	fl := &Fleet{o: o, log: log, regs: make(map[string]*prometheus.Registry, o.N), sim: prometheus.NewRegistry()}
 	for i := range o.N {
 		id := fmt.Sprintf("%s-%04d", o.IDPrefix, i)
 		a, err := agent.New(agent.Config{
@@ -76,26 +112,87 @@ func Run(ctx context.Context, o Options) error {
 			Facts:             func() *flotillapb.Facts { return facts },
 		})
 		if err != nil {
-			return fmt.Errorf("sim: %w", err)
+			return nil, fmt.Errorf("sim: %w", err)
 		}
-		agents[i] = a
+		fl.ids = append(fl.ids, id)
+		fl.agents = append(fl.agents, a)
+		fl.regs[id] = promexport.NewRegistry(a)
 	}
+	fl.sim.MustRegister(stateCollector{fl}, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector())
+	return fl, nil
+}
 
+// Run starts the agents, RampPerSecond at a time, and runs them until ctx
+// is done.
+func (fl *Fleet) Run(ctx context.Context) error {
+	o, log := fl.o, fl.log
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	rate := o.RampPerSecond
+	if rate == 0 {
+		rate = DefaultRampPerSecond
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
-	for _, a := range agents {
+	wg.Go(func() { watchOnline(ctx, fl.agents, start, log, o.Online) })
+	for i, a := range fl.agents {
+		if rate > 0 {
+			// Agent i starts i/rate seconds after the first.
+			at := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Until(at)):
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
 		wg.Go(func() {
 			if err := a.Run(ctx); err != nil {
 				cancel(err)
 			}
 		})
 	}
-	wg.Go(func() { watchOnline(ctx, agents, start, log, o.Online) })
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("sim: %w", err)
 	}
 	return nil
+}
+
+// Handler serves the simulation's metrics: /metrics the process and the
+// devices by connection state (flotilla_sim_devices{state}),
+// /devices/{id}/metrics one agent's own registry.
+func (fl *Fleet) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(fl.sim, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /devices/{id}/metrics", func(w http.ResponseWriter, r *http.Request) {
+		reg, ok := fl.regs[r.PathValue("id")]
+		if !ok {
+			http.Error(w, "no such device", http.StatusNotFound)
+			return
+		}
+		promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	})
+	return mux
+}
+
+// stateCollector counts the agents by connection state at scrape time.
+type stateCollector struct{ fl *Fleet }
+
+var stateDesc = prometheus.NewDesc("flotilla_sim_devices", "Simulated devices by connection state.", []string{"state"}, nil)
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- stateDesc }
+
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := map[agent.State]int{}
+	for _, a := range c.fl.agents {
+		counts[a.Status().State]++
+	}
+	for _, st := range []agent.State{agent.StateStopped, agent.StateEnrolling, agent.StateConnecting, agent.StateConnected} {
+		ch <- prometheus.MustNewConstMetric(stateDesc, prometheus.GaugeValue, float64(counts[st]), st.String())
+	}
 }
 
 // watchOnline reports once every agent is connected.

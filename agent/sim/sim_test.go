@@ -3,10 +3,13 @@ package sim
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/flotilla-edge/flotilla/agent/agenttest"
+	"github.com/flotilla-edge/flotilla/promscrape"
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/topic"
 )
@@ -55,5 +58,62 @@ func TestRunStopsOnRefusal(t *testing.T) {
 	})
 	if err == nil {
 		t.Fatal("Run = nil with a bad token")
+	}
+}
+
+// TestRampAndMetrics: agents start at the ramp's pace (with one every 5 s,
+// stopping once the first is connected leaves the others never started:
+// one enrolment), and the fleet's handler serves the devices by state and
+// each agent's own registry.
+func TestRampAndMetrics(t *testing.T) {
+	srv := agenttest.New(t)
+	fl, err := New(Options{N: 3, ServerURL: srv.URL(), EnrolToken: srv.Token(), CAFingerprint: srv.CAFingerprint(),
+		DataDir: t.TempDir(), IDPrefix: "r", RampPerSecond: 0.2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(fl.Handler())
+	defer hs.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fl.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		f, err := promscrape.Get(ctx, http.DefaultClient, hs.URL+"/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := f.Value("flotilla_sim_devices", "state", "connected"); v == 1 {
+			if s, _ := f.Value("flotilla_sim_devices", "state", "stopped"); s != 2 {
+				t.Fatalf("stopped devices %v, want 2 not yet started", s)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first device never connected")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f, err := promscrape.Get(ctx, http.DefaultClient, hs.URL+"/devices/r-0000/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := f.Value("flotilla_agent_connection_state", "state", "connected"); v != 1 {
+		t.Fatalf("r-0000 page: connected = %v", v)
+	}
+	resp, err := http.Get(hs.URL + "/devices/nope/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("unknown device: %s", resp.Status)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.Enrolments(); n != 1 {
+		t.Fatalf("%d enrolments, want 1: the ramp started agents early", n)
 	}
 }

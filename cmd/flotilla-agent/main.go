@@ -5,6 +5,7 @@
 //	                   [-ca-fingerprint FP] [-device-id ID] [-label k=v]...
 //	                   [-plugin-dir DIR] [-ort-lib PATH] [-infer-addr ADDR]
 //	                   [-infer-socket PATH] [-sideload-dir DIR] [-diag-socket PATH]
+//	                   [-metrics-addr ADDR]
 //	flotilla-agent diag COMMAND [-json]   (status, models, logs, …: diag help)
 //	flotilla-agent version
 //
@@ -14,6 +15,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -26,12 +28,15 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/flotilla-edge/flotilla/agent"
 	"github.com/flotilla-edge/flotilla/agent/config"
 	"github.com/flotilla-edge/flotilla/agent/diag"
 	diagcli "github.com/flotilla-edge/flotilla/agent/diag/cli"
 	"github.com/flotilla-edge/flotilla/agent/logring"
 	"github.com/flotilla-edge/flotilla/firmware/selfupdate"
+	"github.com/flotilla-edge/flotilla/agent/promexport"
 	"github.com/flotilla-edge/flotilla/proto/wire"
 )
 
@@ -86,6 +91,8 @@ func run(args []string) error {
 	inferSocket := fs.String("infer-socket", "", "local inference API unix socket (default DATA_DIR/"+agent.InferSocketName+"; off = none)")
 	sideloadDir := fs.String("sideload-dir", "", "sideload folder (default DATA_DIR/sideload; off = none)")
 	diagSocket := fs.String("diag-socket", os.Getenv("FLOTILLA_DIAG_SOCKET"), "diagnostics unix socket (default $FLOTILLA_DIAG_SOCKET, else DATA_DIR/"+diag.SocketName+"; off = none)")
+	metricsAddr := fs.String("metrics-addr", cmp.Or(os.Getenv("FLOTILLA_METRICS_ADDR"), promexport.DefaultAddr),
+		"Prometheus /metrics on loopback TCP (FLOTILLA_METRICS_ADDR; off = none)")
 	var labels []string
 	fs.Func("label", "label key=value (repeatable)", func(kv string) error { labels = append(labels, kv); return nil })
 	if err := fs.Parse(args); err != nil {
@@ -156,6 +163,17 @@ func run(args []string) error {
 	log.Info("starting", "version", version, "config", fc.String())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *metricsAddr != "off" {
+		reg := promexport.NewRegistry(a)
+		reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+		if ms, err := promexport.Listen(*metricsAddr, reg, log); err != nil {
+			// Metrics are for watching the agent: never a reason to stop it.
+			log.Warn("metrics not served", "err", err)
+		} else {
+			defer ms.Close()
+			log.Info("metrics served", "url", "http://"+ms.Addr().String()+"/metrics")
+		}
+	}
 	if *cfgPath != "" {
 		go func() {
 			err := config.Watch(ctx, *cfgPath, fc, load, log, func(next config.FileConfig, _ []config.Change) {

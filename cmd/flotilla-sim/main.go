@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -29,6 +31,8 @@ func main() {
 	flag.StringVar(&o.IDPrefix, "id-prefix", "sim", "device ID prefix")
 	flag.DurationVar(&o.HeartbeatInterval, "heartbeat", 0, "heartbeat interval (0 = agent default)")
 	flag.Var(labels, "label", "label key=value for every device (repeatable)")
+	flag.Float64Var(&o.RampPerSecond, "ramp", sim.DefaultRampPerSecond, "agents started per second (< 0: all at once)")
+	metricsAddr := flag.String("metrics-addr", "", "serve /metrics and /devices/{id}/metrics here (e.g. 127.0.0.1:9590); \"\" = none")
 	verbose := flag.Bool("v", false, "log every device's events")
 	flag.Parse()
 
@@ -42,9 +46,31 @@ func main() {
 	o.Online = func(d time.Duration) {
 		fmt.Printf("%d devices online after %v\n", o.N, d.Round(time.Millisecond))
 	}
+	// Each device holds a few descriptors (its state database, its MQTT
+	// connection): take the hard limit.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	fl, err := sim.New(o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "flotilla-sim:", err)
+		os.Exit(1)
+	}
+	if *metricsAddr != "" {
+		ln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "flotilla-sim:", err)
+			os.Exit(1)
+		}
+		hs := &http.Server{Handler: fl.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = hs.Serve(ln) }()
+		defer hs.Close()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := sim.Run(ctx, o); err != nil {
+	if err := fl.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "flotilla-sim:", err)
 		os.Exit(1)
 	}

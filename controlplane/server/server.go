@@ -27,6 +27,7 @@ import (
 	"github.com/flotilla-edge/flotilla/controlplane/api"
 	"github.com/flotilla-edge/flotilla/controlplane/broker"
 	"github.com/flotilla-edge/flotilla/controlplane/pki"
+	"github.com/flotilla-edge/flotilla/controlplane/promexport"
 	"github.com/flotilla-edge/flotilla/controlplane/registry"
 	"github.com/flotilla-edge/flotilla/controlplane/release"
 	"github.com/flotilla-edge/flotilla/controlplane/store"
@@ -113,6 +114,7 @@ type Server struct {
 	http     *http.Server
 	httpLn   net.Listener
 	metrics  *expvar.Map
+	prom     *promexport.Exporter // /metrics (promsource.go)
 
 	adminToken string
 	life       context.Context // ends at Close
@@ -274,7 +276,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, fmt.Errorf("api listener: %w", err)
 	}
 	s.http = &http.Server{
-		Handler: handler, TLSConfig: s.ca.ServerTLS(),
+		Handler: s.handler(handler), TLSConfig: s.ca.ServerTLS(),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 90 * time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
