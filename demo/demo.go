@@ -17,6 +17,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -118,6 +120,9 @@ type Demo struct {
 	TokenFile, CAFile            string
 	RolloutID                    string
 	Client                       *apiclient.Client
+	// ConsoleUser and ConsolePassword log in to the console (an operator
+	// made for the demo; the password is random, also in WorkDir/console-password).
+	ConsoleUser, ConsolePassword string
 
 	keys, bundleSrc, bundleStore string
 	server                       *proc
@@ -147,7 +152,7 @@ func Start(ctx context.Context, cfg Config) (d *Demo, err error) {
 			d = nil
 		}
 	}()
-	for _, step := range []func(context.Context) error{d.prepare, d.makeKeys, d.startServer, d.releaseBundle,
+	for _, step := range []func(context.Context) error{d.prepare, d.makeKeys, d.startServer, d.consoleUser, d.releaseBundle,
 		d.startAgents, d.createRollout} {
 		if err := step(ctx); err != nil {
 			return nil, err
@@ -247,6 +252,24 @@ func (d *Demo) startServer(ctx context.Context) error {
 		return err
 	}
 	d.Client = apiclient.New(d.APIURL, strings.TrimSpace(string(tok)), &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}})
+	return nil
+}
+
+// consoleUser makes the console login the demo prints: an operator with
+// a random password, kept in WorkDir/console-password (0600).
+func (d *Demo) consoleUser(ctx context.Context) error {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	d.ConsoleUser, d.ConsolePassword = "demo", base64.RawURLEncoding.EncodeToString(b[:])
+	pwFile := filepath.Join(d.cfg.WorkDir, "console-password")
+	if err := os.WriteFile(pwFile, []byte(d.ConsolePassword+"\n"), 0o600); err != nil {
+		return err
+	}
+	if _, err := d.flotctl(ctx, "users", "create", d.ConsoleUser, "-role", "operator", "-password-file", pwFile); err != nil {
+		return fmt.Errorf("demo: console user: %w", err)
+	}
 	return nil
 }
 
@@ -396,7 +419,8 @@ func (d *Demo) Howto() string {
 	wd, _ := filepath.Abs(d.cfg.WorkDir)
 	var b strings.Builder
 	fmt.Fprintf(&b, `
-The fleet is up and a staged rollout is running. Console: %s/console/
+The fleet is up and a staged rollout is running.
+Console: %s/ (user %s, password %s; the browser will ask you to accept the demo CA's certificate)
 
 In another shell:
 
@@ -414,7 +438,7 @@ In another shell:
   curl -s -X POST %s/v2/models/digits/infer -d '{"inputs":[{"name":"pixels","datatype":"FP32","shape":[1,64],"data":[%s]}]}'
 
 Logs: %s. Ctrl-C stops everything.
-`, d.APIURL, d.APIURL, abs(d.CAFile), abs(d.TokenFile), d.RolloutID, d.RolloutID, d.cfg.Devices[0].ID,
+`, d.APIURL, d.ConsoleUser, d.ConsolePassword, d.APIURL, abs(d.CAFile), abs(d.TokenFile), d.RolloutID, d.RolloutID, d.cfg.Devices[0].ID,
 		d.metricsURLs[0], d.inferURLs[0], d.rows.sampleJSON(), filepath.Join(wd, "logs"))
 	return b.String()
 }

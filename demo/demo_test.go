@@ -116,8 +116,11 @@ func TestDemoShort(t *testing.T) {
 			}
 		}
 	})
-	if h := d.Howto(); !strings.Contains(h, d.APIURL+"/console/") || !strings.Contains(h, "rollout watch "+d.RolloutID) {
-		t.Errorf("howto lacks the console URL or the watch command:\n%s", h)
+	if h := d.Howto(); !strings.Contains(h, "Console: "+d.APIURL+"/ (user demo, password "+d.ConsolePassword) || !strings.Contains(h, "rollout watch "+d.RolloutID) {
+		t.Errorf("howto lacks the console URL and login or the watch command:\n%s", h)
+	}
+	if us, err := d.Client.ListUsers(ctx); err != nil || len(us) != 1 || us[0].Name != "demo" || us[0].Role != "operator" {
+		t.Errorf("console users %+v, %v; want the demo operator", us, err)
 	}
 
 	var shifted atomic.Bool
