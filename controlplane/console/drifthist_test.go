@@ -38,7 +38,7 @@ func TestDriftHistograms(t *testing.T) {
 	}
 	later := append([]api.FeatureDrift(nil), feats...)
 	later[11] = histFeature("f11", 0.5, []uint64{4, 0, 0}) // its worst slice
-	later[10] = histFeature("f10", 0.01, nil)               // binned on other bins
+	later[10] = histFeature("f10", 0.01, nil)              // binned on other bins
 	buckets := []bucket{slice(0, feats), slice(1, later)}
 
 	rcs := driftCharts(buckets, driftQuery{Model: "m", Range: "6h", Feature: "f00"})
