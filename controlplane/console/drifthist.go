@@ -229,51 +229,50 @@ const maxCohortHists = 7
 
 // cohortHists draws, per release, the baseline of one value (the feature
 // named want, or the prediction when want is empty) against each cohort's
-// current counts over the range. reports are the cohorts' drift reports,
-// in the order of values.
+// current counts over the range: one group per cohort, empty for a cohort
+// without values on the release's bins. reports are the cohorts' drift
+// reports, in the order of values.
 func cohortHists(q driftQuery, want string, values []string, reports []api.DriftReport) []histChart {
 	type key struct {
 		model   string
 		release uint64
 	}
 	type acc struct {
-		base   *histAcc
-		th     api.ThresholdsView
-		groups []chart.HistGroup
+		base *histAcc
+		th   api.ThresholdsView
+		cur  map[int][]uint64 // by cohort
 	}
+	pick := func(rd api.ReleaseDrift) *api.FeatureDrift {
+		if want == "" {
+			return rd.Prediction
+		}
+		for i := range rd.Features {
+			if rd.Features[i].Name == want {
+				return &rd.Features[i]
+			}
+		}
+		return nil
+	}
+	n := min(len(values), len(reports), maxCohortHists)
 	accs := map[key]*acc{}
 	var order []key
-	for ci, rep := range reports {
-		if ci >= maxCohortHists {
-			break
-		}
-		for _, rd := range rep.Releases {
-			var f *api.FeatureDrift
-			if want == "" {
-				f = rd.Prediction
-			} else {
-				for i := range rd.Features {
-					if rd.Features[i].Name == want {
-						f = &rd.Features[i]
-					}
-				}
-			}
+	for ci := range n {
+		for _, rd := range reports[ci].Releases {
+			f := pick(rd)
 			if f == nil || f.Histogram == nil {
 				continue
 			}
 			k := key{rd.Model, rd.Release}
 			a := accs[k]
 			if a == nil {
-				a = &acc{base: &histAcc{name: f.Name, predict: want == ""}, th: rd.Thresholds}
+				a = &acc{base: &histAcc{name: f.Name, predict: want == ""}, th: rd.Thresholds, cur: map[int][]uint64{}}
 				a.base.add(*f)
 				accs[k] = a
 				order = append(order, k)
 			}
-			var cur []uint64
 			if sameBins(a.base.hist, f.Histogram) && len(f.Histogram.Current) == len(f.Histogram.Baseline) {
-				cur = f.Histogram.Current
+				a.cur[ci] = f.Histogram.Current
 			}
-			a.groups = append(a.groups, chart.HistGroup{Name: q.By + "=" + values[ci], Counts: cur})
 		}
 	}
 	sort.Slice(order, func(i, j int) bool {
@@ -282,11 +281,15 @@ func cohortHists(q driftQuery, want string, values []string, reports []api.Drift
 	out := make([]histChart, 0, len(order))
 	for _, k := range order {
 		a := accs[k]
+		groups := make([]chart.HistGroup, n)
+		for ci := range n {
+			groups[ci] = chart.HistGroup{Name: q.By + "=" + values[ci], Counts: a.cur[ci]}
+		}
 		title := fmt.Sprintf("%s release %d by %s", k.model, k.release, q.By)
-		hc := a.base.chart(title, q.Range, a.th, a.groups)
+		hc := a.base.chart(title, q.Range, a.th, groups)
 		hc.Subtitle = "each cohort's values over " + q.Range + " against the release's baseline"
-		if len(values) > maxCohortHists {
-			hc.Subtitle += fmt.Sprintf(" (first %d of %d cohorts)", maxCohortHists, len(values))
+		if len(values) > n {
+			hc.Subtitle += fmt.Sprintf(" (first %d of %d cohorts)", n, len(values))
 		}
 		out = append(out, histChart{Name: a.base.name, Anchor: "cohort-" + histAnchor(k.model, k.release, a.base.name, a.base.predict), SVG: template.HTML(hc.SVG())})
 	}

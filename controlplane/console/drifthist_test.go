@@ -101,6 +101,11 @@ func TestCohortHistograms(t *testing.T) {
 			t.Errorf("cohort histogram lacks %q", want)
 		}
 	}
+	// A cohort without the release still has its (empty) group.
+	hs = cohortHists(q, "x", []string{"east", "north"}, []api.DriftReport{{}, rep([]uint64{0, 2, 0})})
+	if len(hs) != 1 || !strings.Contains(string(hs[0].SVG), "site=east (0 values)") || !strings.Contains(string(hs[0].SVG), "site=north (2 values)") {
+		t.Errorf("a cohort without the release is not drawn empty")
+	}
 	if hs := cohortHists(q, "", []string{"north"}, []api.DriftReport{rep(nil)}); len(hs) != 0 {
 		t.Errorf("no prediction in the reports, yet %d histograms", len(hs))
 	}
