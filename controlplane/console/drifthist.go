@@ -102,12 +102,12 @@ func (hs *histograms) add(rd api.ReleaseDrift) {
 	}
 }
 
-// features returns the features' names, highest drift first (PSI, then
-// JS, then name).
+// features returns the features with a histogram, highest drift first
+// (PSI, then JS, then name).
 func (hs *histograms) features() []*histAcc {
 	var out []*histAcc
 	for _, k := range hs.order {
-		if a := hs.byName[k]; !a.predict {
+		if a := hs.byName[k]; !a.predict && a.hist != nil {
 			out = append(out, a)
 		}
 	}
@@ -126,7 +126,7 @@ func (hs *histograms) features() []*histAcc {
 
 // pick returns what the page draws: the maxHists features with the
 // highest drift, the one asked for by name if not among them, then the
-// prediction.
+// prediction; values without a baseline histogram are left out.
 func (hs *histograms) pick(want string) []*histAcc {
 	feats := hs.features()
 	out := feats[:min(len(feats), maxHists)]
@@ -136,7 +136,7 @@ func (hs *histograms) pick(want string) []*histAcc {
 		}
 	}
 	for _, k := range hs.order {
-		if a := hs.byName[k]; a.predict {
+		if a := hs.byName[k]; a.predict && a.hist != nil {
 			out = append(out, a)
 		}
 	}
