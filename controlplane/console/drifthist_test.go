@@ -39,7 +39,7 @@ func TestDriftHistograms(t *testing.T) {
 	later := append([]api.FeatureDrift(nil), feats...)
 	later[11] = histFeature("f11", 0.5, []uint64{4, 0, 0}) // its worst slice
 	later[10] = histFeature("f10", 0.01, nil)              // binned on other bins
-	nohist := histFeature("zz", 9, nil) // the highest PSI, but no histogram: not drawn
+	nohist := histFeature("zz", 9, nil)                    // the highest PSI, but no histogram: not drawn
 	nohist.Histogram = nil
 	later = append(later, nohist)
 	buckets := []bucket{slice(0, feats), slice(1, later)}
