@@ -72,6 +72,8 @@ type releaseCharts struct {
 	// of the prediction, current (the range) against baseline.
 	Hists        []histChart
 	FeatureLinks []featureLink
+	// NoFeature is set when the feature asked for has no histogram here.
+	NoFeature bool
 }
 
 func (c *Console) drift(w http.ResponseWriter, r *http.Request, u user) {
@@ -174,7 +176,9 @@ func driftCharts(buckets []bucket, q driftQuery) []releaseCharts {
 		rc.Features = template.HTML(chart.Bars{Title: title + ": latest slice, highest PSI features", XLabel: "feature", YLabel: "score (unitless)",
 			Categories: cats, Groups: []chart.BarGroup{{Name: "PSI", Values: psi}, {Name: "JS", Values: js}},
 			Thresholds: []chart.Threshold{{Value: th.PSI, Label: "PSI alert"}}}.SVG())
+		rc.NoFeature = q.Feature != ""
 		for _, h := range a.hists.pick(q.Feature) {
+			rc.NoFeature = rc.NoFeature && (h.predict || h.name != q.Feature)
 			rc.Hists = append(rc.Hists, histChart{Name: h.name, Anchor: histAnchor(k.model, k.release, h.name, h.predict),
 				SVG: template.HTML(h.chart(title, q.Range, th, nil).SVG())})
 		}

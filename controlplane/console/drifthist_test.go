@@ -48,6 +48,12 @@ func TestDriftHistograms(t *testing.T) {
 	if len(rcs) != 1 {
 		t.Fatalf("%d releases", len(rcs))
 	}
+	if rcs[0].NoFeature {
+		t.Error("f00 was asked for and drawn, yet the page says it has none")
+	}
+	if rc := driftCharts(buckets, driftQuery{Range: "6h", Feature: "nope"}); !rc[0].NoFeature || len(rc[0].Hists) != maxHists+1 {
+		t.Errorf("an unknown feature: NoFeature %v, %d histograms", rc[0].NoFeature, len(rc[0].Hists))
+	}
 	var names []string
 	for _, h := range rcs[0].Hists {
 		names = append(names, h.Name)

@@ -393,8 +393,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	// the edges marked, the scores and thresholds in the caption; and the
 	// prediction's per cohort.
 	hists, histBars, edges := count("#drift-digits-1 figure.hist svg.chart"), count("#drift-digits-1 figure.hist rect.bar"), count("#drift-digits-1 figure.hist line.edge")
-	if hists != 9 || histBars == 0 || edges == 0 {
-		t.Errorf("drift page: %d histograms (want 8 features and the prediction), %d bars, %d edge ticks", hists, histBars, edges)
+	if links := count("#drift-digits-1 .feature-links a"); hists != 9 || histBars == 0 || edges == 0 || links != 64 {
+		t.Errorf("drift page: %d histograms (want 8 features and the prediction), %d bars, %d edge ticks, %d links to a feature's (want 64)", hists, histBars, edges, links)
 	}
 	hist := str("read a histogram", chromedp.TextContent(chromedp.CSS("#drift-digits-1 figure.hist svg")))
 	for _, want := range []string{"current against baseline", "share of values (%)", "baseline (", "current, 1h (", "PSI", "alert", "under", "over"} {
