@@ -29,6 +29,10 @@ type driftQuery struct {
 	Range    string
 	// By is a label key: the page then compares the cohorts of its values.
 	By string
+	// Feature is a feature whose histogram the page draws besides those
+	// with the highest drift (and compares by cohort instead of the
+	// prediction).
+	Feature string
 }
 
 // bucket is one time slice's drift report.
@@ -64,11 +68,17 @@ type releaseCharts struct {
 	Latest   api.ReleaseDrift
 	PSI, JS  template.HTML
 	Features template.HTML
+	// Hists are the histograms of the features with the highest drift and
+	// of the prediction, current (the range) against baseline.
+	Hists        []histChart
+	FeatureLinks []featureLink
+	// NoFeature is set when the feature asked for has no histogram here.
+	NoFeature bool
 }
 
 func (c *Console) drift(w http.ResponseWriter, r *http.Request, u user) {
 	qv := r.URL.Query()
-	q := driftQuery{Model: qv.Get("model"), Selector: qv.Get("selector"), Range: qv.Get("range"), By: qv.Get("by")}
+	q := driftQuery{Model: qv.Get("model"), Selector: qv.Get("selector"), Range: qv.Get("range"), By: qv.Get("by"), Feature: qv.Get("feature")}
 	if _, ok := driftRanges[q.Range]; !ok {
 		q.Range = "6h"
 	}
@@ -86,15 +96,15 @@ func (c *Console) drift(w http.ResponseWriter, r *http.Request, u user) {
 		c.apiError(w, r, u, err)
 		return
 	}
-	charts := driftCharts(buckets)
+	charts := driftCharts(buckets, q)
 	data := map[string]any{"Query": q, "Ranges": []string{"1h", "6h", "24h", "7d"}, "Charts": charts}
 	if q.By != "" {
-		cohorts, err := c.cohortChart(r.Context(), cl, q)
+		cohorts, hists, err := c.cohortChart(r.Context(), cl, q)
 		if err != nil {
 			c.apiError(w, r, u, err)
 			return
 		}
-		data["Cohorts"] = cohorts
+		data["Cohorts"], data["CohortHists"] = cohorts, hists
 	}
 	c.render(w, r, http.StatusOK, "drift", u, data)
 }
@@ -102,7 +112,7 @@ func (c *Console) drift(w http.ResponseWriter, r *http.Request, u user) {
 // driftCharts turns the buckets into, per model release, lines of PSI and
 // of JS per feature over time with the alert thresholds, and bars of the
 // latest scores per feature.
-func driftCharts(buckets []bucket) []releaseCharts {
+func driftCharts(buckets []bucket, q driftQuery) []releaseCharts {
 	type key struct {
 		model   string
 		release uint64
@@ -110,6 +120,7 @@ func driftCharts(buckets []bucket) []releaseCharts {
 	type acc struct {
 		psi, js map[string][]chart.Point
 		latest  api.ReleaseDrift
+		hists   histograms
 	}
 	accs := map[key]*acc{}
 	var order []key
@@ -124,6 +135,7 @@ func driftCharts(buckets []bucket) []releaseCharts {
 				order = append(order, k)
 			}
 			a.latest = rd
+			a.hists.add(rd)
 			feats := rd.Features
 			if rd.Prediction != nil {
 				feats = append(append([]api.FeatureDrift(nil), feats...), *rd.Prediction)
@@ -164,6 +176,13 @@ func driftCharts(buckets []bucket) []releaseCharts {
 		rc.Features = template.HTML(chart.Bars{Title: title + ": latest slice, highest PSI features", XLabel: "feature", YLabel: "score (unitless)",
 			Categories: cats, Groups: []chart.BarGroup{{Name: "PSI", Values: psi}, {Name: "JS", Values: js}},
 			Thresholds: []chart.Threshold{{Value: th.PSI, Label: "PSI alert"}}}.SVG())
+		rc.NoFeature = q.Feature != ""
+		for _, h := range a.hists.pick(q.Feature) {
+			rc.NoFeature = rc.NoFeature && (h.predict || h.name != q.Feature)
+			rc.Hists = append(rc.Hists, histChart{Name: h.name, Anchor: histAnchor(k.model, k.release, h.name, h.predict),
+				SVG: template.HTML(h.chart(title, q.Range, th, nil).SVG())})
+		}
+		rc.FeatureLinks = featureLinks(q, k.model, k.release, &a.hists)
 		out = append(out, rc)
 	}
 	return out
@@ -206,11 +225,12 @@ func seriesOf(m map[string][]chart.Point) []chart.Series {
 const maxCohorts = 12
 
 // cohortChart compares the worst PSI and JS of each value of the label
-// q.By over the whole range.
-func (c *Console) cohortChart(ctx context.Context, cl *apiclient.Client, q driftQuery) (template.HTML, error) {
+// q.By over the whole range, and draws the histograms of q.Feature (the
+// prediction when none) of each cohort against the baseline.
+func (c *Console) cohortChart(ctx context.Context, cl *apiclient.Client, q driftQuery) (template.HTML, []histChart, error) {
 	devs, err := cl.ListDevices(ctx, apiclient.ListOptions{Selector: q.Selector, Limit: maxDevicesShown})
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	seen := map[string]bool{}
 	var values []string
@@ -225,6 +245,7 @@ func (c *Console) cohortChart(ctx context.Context, cl *apiclient.Client, q drift
 		values = values[:maxCohorts]
 	}
 	var psi, js []float64
+	var reports []api.DriftReport
 	for _, v := range values {
 		sel := q.By + "=" + v
 		if q.Selector != "" {
@@ -232,8 +253,9 @@ func (c *Console) cohortChart(ctx context.Context, cl *apiclient.Client, q drift
 		}
 		rep, err := cl.Drift(ctx, apiclient.DriftOptions{Model: q.Model, Release: q.Release, Selector: sel, Since: driftRanges[q.Range]})
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
+		reports = append(reports, rep)
 		var p, j float64
 		for _, rd := range rep.Releases {
 			p, j = max(p, rd.Max.PSI), max(j, rd.Max.JS)
@@ -241,5 +263,5 @@ func (c *Console) cohortChart(ctx context.Context, cl *apiclient.Client, q drift
 		psi, js = append(psi, p), append(js, j)
 	}
 	return template.HTML(chart.Bars{Title: "worst drift by " + q.By + " over " + q.Range, XLabel: q.By, YLabel: "score (unitless)",
-		Categories: values, Groups: []chart.BarGroup{{Name: "PSI", Values: psi}, {Name: "JS", Values: js}}}.SVG()), nil
+		Categories: values, Groups: []chart.BarGroup{{Name: "PSI", Values: psi}, {Name: "JS", Values: js}}}.SVG()), cohortHists(q, q.Feature, values, reports), nil
 }

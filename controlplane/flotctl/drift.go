@@ -22,28 +22,62 @@ func drift(ctx context.Context, c *apiclient.Client, o out, args []string) error
 	fs.Uint64Var(&opt.Release, "release", 0, "one release of the model")
 	fs.DurationVar(&opt.Since, "since", 0, "how far back (default 1h)")
 	worst := fs.Int("worst", 0, "show only the N features with the highest JS")
+	feature := fs.String("feature", "", "show only this feature (or prediction), with its histogram against the baseline")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
 	switch {
 	case len(pos) > 0:
-		return fmt.Errorf("%w: drift takes flags only: [-device ID | -selector k=v,…] [-model M [-release N]] [-since 1h]", errUsage)
+		return fmt.Errorf("%w: drift takes flags only: [-device ID | -selector k=v,…] [-model M [-release N]] [-since 1h] [-worst N | -feature NAME]", errUsage)
 	case opt.Device != "" && opt.Selector != "":
 		return fmt.Errorf("%w: give -device or -selector, not both", errUsage)
 	case opt.Release > 0 && opt.Model == "":
 		return fmt.Errorf("%w: -release needs -model", errUsage)
 	case *worst < 0:
 		return fmt.Errorf("%w: -worst must be positive", errUsage)
+	case *worst > 0 && *feature != "":
+		return fmt.Errorf("%w: give -worst or -feature, not both", errUsage)
 	}
 	rep, err := c.Drift(ctx, opt)
 	if err != nil {
 		return err
 	}
-	return o.print(rep, func(tw io.Writer) { printDrift(tw, rep, *worst) })
+	if *feature != "" && !hasFeature(rep, *feature) && len(rep.Releases) > 0 {
+		return fmt.Errorf("no feature or prediction %q in the drift report", *feature)
+	}
+	return o.print(rep, func(tw io.Writer) { printDrift(tw, rep, *worst, *feature) })
 }
 
-func printDrift(tw io.Writer, rep api.DriftReport, worst int) {
+// hasFeature reports whether a release of rep has the feature (or
+// prediction) name.
+func hasFeature(rep api.DriftReport, name string) bool {
+	for _, r := range rep.Releases {
+		if pickFeature(r, name) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// pickFeature returns the release's feature name, else its prediction of
+// that name, or nil.
+func pickFeature(r api.ReleaseDrift, name string) *api.FeatureDrift {
+	for i := range r.Features {
+		if r.Features[i].Name == name {
+			return &r.Features[i]
+		}
+	}
+	if p := r.Prediction; p != nil && (p.Name == name || name == "prediction:"+p.Name) {
+		return p
+	}
+	return nil
+}
+
+// printDrift prints the report: per release a header and a row per
+// feature, the worst features only when worst > 0, or only feature with
+// its histogram when feature is set.
+func printDrift(tw io.Writer, rep api.DriftReport, worst int, feature string) {
 	scope := "fleet"
 	switch {
 	case rep.Device != "":
@@ -75,6 +109,16 @@ func printDrift(tw io.Writer, rep api.DriftReport, worst int) {
 		t := r.Thresholds
 		fmt.Fprintf(tw, "  thresholds JS %.3g, PSI %.3g (warn %.3g), KS %.3g; judged from %d requests\n", t.JS, t.PSI, t.PSIWarn, t.KS, r.MinRecords)
 		fmt.Fprintln(tw, "FEATURE\tJS\tPSI\tKS\tSTATE")
+		if feature != "" {
+			f := pickFeature(r, feature)
+			if f == nil {
+				fmt.Fprintf(tw, "  no feature %q in this release\n", feature)
+				continue
+			}
+			printFeatureRow(tw, *f)
+			printHistogram(tw, *f)
+			continue
+		}
 		feats := append([]api.FeatureDrift(nil), r.Features...)
 		if worst > 0 && worst < len(feats) {
 			sort.SliceStable(feats, func(i, j int) bool { return feats[i].JS > feats[j].JS })
@@ -86,13 +130,17 @@ func printDrift(tw io.Writer, rep api.DriftReport, worst int) {
 			feats = append(feats, p)
 		}
 		for _, f := range feats {
-			if !f.Scored {
-				fmt.Fprintf(tw, "%s\t-\t-\t-\t%s\n", f.Name, f.State)
-				continue
-			}
-			fmt.Fprintf(tw, "%s\t%.4f\t%.4f\t%.4f\t%s\n", f.Name, f.JS, f.PSI, f.KS, f.State)
+			printFeatureRow(tw, f)
 		}
 	}
+}
+
+func printFeatureRow(tw io.Writer, f api.FeatureDrift) {
+	if !f.Scored {
+		fmt.Fprintf(tw, "%s\t-\t-\t-\t%s\n", f.Name, f.State)
+		return
+	}
+	fmt.Fprintf(tw, "%s\t%.4f\t%.4f\t%.4f\t%s\n", f.Name, f.JS, f.PSI, f.KS, f.State)
 }
 
 // devicesEvents prints a device's events, newest first.

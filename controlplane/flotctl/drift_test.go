@@ -27,6 +27,7 @@ func TestDriftUsage(t *testing.T) {
 		{[]string{"drift", "-since", "soon"}, "invalid value"},
 		{[]string{"drift", "digits"}, "flags only"},
 		{[]string{"drift", "-worst", "-1"}, "-worst"},
+		{[]string{"drift", "-worst", "3", "-feature", "pixel_0"}, "not both"},
 		{[]string{"devices", "events"}, "one ID"},
 		{[]string{"devices", "events", "a", "b"}, "one ID"},
 	} {

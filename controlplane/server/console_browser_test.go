@@ -374,7 +374,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// the bundle's baseline, with the thresholds marked.
 	do("drift page", chromedp.Navigate(srv.APIURL()+"/drift?model=digits&release=1&range=1h&by=site"),
 		chromedp.WaitVisible(chromedp.CSS("#drift-digits-1 svg.chart")))
-	charts, lines := count("#drift-digits-1 svg.chart"), count("#drift-digits-1 svg.chart g.series path")
+	charts, lines := count("#drift-digits-1 > div.chart-box svg.chart"), count("#drift-digits-1 svg.chart g.series path")
 	thresholds, cohortBars := count("#drift-digits-1 svg.chart g.threshold"), count("#cohorts rect.bar")
 	if charts != 3 || lines == 0 || thresholds < 3 {
 		t.Errorf("drift page: %d charts, %d feature lines, %d threshold lines; want 3 charts, lines, the thresholds", charts, lines, thresholds)
@@ -387,6 +387,24 @@ func TestConsoleInBrowser(t *testing.T) {
 		if !strings.Contains(psiChart, want) {
 			t.Errorf("the PSI chart lacks %q: %q", want, psiChart)
 		}
+	}
+	// The histograms, current against baseline: the 8 features with the
+	// highest drift and the prediction, bars on the baseline's bins with
+	// the edges marked, the scores and thresholds in the caption; and the
+	// prediction's per cohort.
+	hists, histBars, edges := count("#drift-digits-1 figure.hist svg.chart"), count("#drift-digits-1 figure.hist rect.bar"), count("#drift-digits-1 figure.hist line.edge")
+	if links := count("#drift-digits-1 .feature-links a"); hists != 9 || histBars == 0 || edges == 0 || links != 64 {
+		t.Errorf("drift page: %d histograms (want 8 features and the prediction), %d bars, %d edge ticks, %d links to a feature's (want 64)", hists, histBars, edges, links)
+	}
+	hist := str("read a histogram", chromedp.TextContent(chromedp.CSS("#drift-digits-1 figure.hist svg")))
+	for _, want := range []string{"current against baseline", "share of values (%)", "baseline (", "current, 1h (", "PSI", "alert", "under", "over"} {
+		if !strings.Contains(hist, want) {
+			t.Errorf("the first histogram lacks %q: %q", want, hist)
+		}
+	}
+	cohortHist := str("read the cohort histogram", chromedp.TextContent(chromedp.CSS("#cohort-hists svg")))
+	if !strings.Contains(cohortHist, "site=north (") || !strings.Contains(cohortHist, "site=south (") || count("#cohort-hists svg.chart") != 1 {
+		t.Errorf("cohort histogram: %q", cohortHist)
 	}
 	shot("8-drift.png")
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -360,6 +361,16 @@ func TestTelemetryThroughServer(t *testing.T) {
 	}
 	if !strings.Contains(out, "digits release 1 ("+manifest.GetVersion()+"): ALERT") || alerting != 3 {
 		t.Fatalf("flotctl drift:\n%s", out)
+	}
+	// One feature's text histogram: a row per bin of the baseline's edges,
+	// the open-ended ones first and last, and the shifted cohort's values.
+	name := f.Features[0].Name
+	out = op.run("drift", "-selector", "site=b", "-model", "digits", "-release", "1", "-since", "6h", "-feature", name)
+	edges := f.Features[0].Histogram.Edges
+	if !strings.Contains(out, "histogram of "+name+": baseline ") || strings.Contains(out, f.Features[1].Name+" ") ||
+		strings.Count(out, "█") == 0 || !strings.Contains(out, "\n< "+strconv.FormatFloat(edges[0], 'g', 4, 64)+" ") ||
+		!strings.Contains(out, "\n≥ "+strconv.FormatFloat(edges[len(edges)-1], 'g', 4, 64)+" ") {
+		t.Fatalf("flotctl drift -feature %s:\n%s", name, out)
 	}
 
 	// Events: stored, acknowledged, listed through the API and flotctl.
