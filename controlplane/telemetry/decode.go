@@ -209,7 +209,7 @@ func checkFeature(b []byte) error {
 				return errSlowPath
 			}
 			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
+			if n < 0 || !utf8.Valid(v) { // protobuf checks each occurrence
 				return errSlowPath
 			}
 			name, b = v, b[n:]
@@ -269,7 +269,7 @@ func checkFeature(b []byte) error {
 			return errSlowPath
 		}
 	}
-	if len(name) == 0 || len(name) > 256 || !utf8.Valid(name) || binOverflow {
+	if len(name) == 0 || len(name) > 256 || binOverflow {
 		return errSlowPath
 	}
 	for _, v := range stats {
