@@ -130,12 +130,26 @@ func delta(now, was uint64) uint64 {
 }
 
 // features reads each monitored feature from the first row of its tensor
-// (an input, or else an output); one not found is missing.
+// (an input, or else an output); one not found is missing. Features of the
+// same tensor usually follow each other: the tensor and its row width are
+// looked up once per run of them, not once per feature.
 func features(fs []*pb.FeatureBaseline, inputs, outputs []runtime.Tensor) ([]float64, []bool) {
 	f := make([]float64, len(fs))
 	var missing []bool
+	var (
+		name   string
+		t      *runtime.Tensor
+		width  int
+		looked bool
+	)
 	for i, fb := range fs {
-		v, ok := element(find(fb.GetTensor(), inputs, outputs), int(fb.GetIndex()))
+		if n := fb.GetTensor(); !looked || n != name {
+			name, t, looked = n, find(n, inputs, outputs), true
+			if t != nil {
+				width = rowWidth(t)
+			}
+		}
+		v, ok := elementOfRow(t, width, int(fb.GetIndex()))
 		if !ok {
 			if missing == nil {
 				missing = make([]bool, len(fs))
@@ -198,7 +212,15 @@ func rowWidth(t *runtime.Tensor) int {
 
 // element is element i of t's first row as a float64.
 func element(t *runtime.Tensor, i int) (float64, bool) {
-	if t == nil || i < 0 || i >= rowWidth(t) {
+	if t == nil {
+		return 0, false
+	}
+	return elementOfRow(t, rowWidth(t), i)
+}
+
+// elementOfRow is element, given t's row width.
+func elementOfRow(t *runtime.Tensor, width, i int) (float64, bool) {
+	if t == nil || i < 0 || i >= width {
 		return 0, false
 	}
 	size := t.DType.Size()

@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,8 +42,91 @@ func (c benchChunks) Read(_ context.Context, sum [32]byte) ([]byte, error) {
 
 // benchDigits activates the digits bundle (with its drift baseline: 64
 // pixel features and the predicted class) on the real ONNX plugin, and
-// returns the lifecycle and one input row.
-func benchDigits(b *testing.B) (*lifecycle.Lifecycle, []runtime.Tensor) {
+// returns the lifecycle, the model's name and one input row.
+func benchDigits(b *testing.B) (*lifecycle.Lifecycle, string, []runtime.Tensor) {
+	l := benchActivate(b, filepath.Join("..", "controlplane", "bundle", "testdata", "digits"))
+	rowsJSON, err := os.ReadFile(filepath.Join("lifecycle", "testdata", "digits", "rows.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var rows struct {
+		Pixels [][]float64 `json:"pixels"`
+	}
+	if err := json.Unmarshal(rowsJSON, &rows); err != nil {
+		b.Fatal(err)
+	}
+	var data []byte
+	for _, v := range rows.Pixels[0] {
+		data = binary.LittleEndian.AppendUint32(data, math.Float32bits(float32(v)))
+	}
+	return l, "digits", []runtime.Tensor{{Name: "pixels", DType: runtime.Float32, Shape: []int64{1, 64}, Data: data}}
+}
+
+// benchMobileNet activates a bundle of the shared mobilenetv2 model (a
+// realistic image model: 3×224×224 in, 1000 logits out) with a drift
+// baseline of 64 input pixels and the predicted class, and returns the
+// lifecycle, the model's name and one deterministic image. The model is
+// ../shared/models/mobilenetv2 (or $FLOTILLA_MODELS); missing, the
+// benchmark fails under CI and is skipped elsewhere.
+func benchMobileNet(b *testing.B) (*lifecycle.Lifecycle, string, []runtime.Tensor) {
+	models := os.Getenv("FLOTILLA_MODELS")
+	if models == "" {
+		models = filepath.Join("..", "..", "shared", "models")
+	}
+	model := filepath.Join(models, "mobilenetv2", "model.onnx")
+	if _, err := os.Stat(model); err != nil {
+		if os.Getenv("CI") != "" {
+			b.Fatalf("the mobilenetv2 model is missing: %v", err)
+		}
+		b.Skipf("the mobilenetv2 model is missing: %v", err)
+	}
+	src := b.TempDir()
+	onnx, err := os.ReadFile(model)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "model.onnx"), onnx, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	var cfg strings.Builder
+	cfg.WriteString(`name = "mobilenetv2"
+release = 1
+version = "1.0.0"
+kind = "model"
+
+[[variants]]
+runtime = "onnx"
+entry = "model.onnx"
+
+[[inputs]]
+name = "image"
+dtype = "float32"
+shape = [-1, 3, 224, 224]
+
+[[outputs]]
+name = "logits"
+dtype = "float32"
+shape = [-1, 1000]
+`)
+	const pixels = 3 * 224 * 224
+	for f := range 64 {
+		fmt.Fprintf(&cfg, "\n[[drift.features]]\nname = \"px%d\"\ntensor = \"image\"\nindex = %d\nbin_edges = [-1.0, -0.5, 0.0, 0.5, 1.0]\ncounts = [1, 1, 1, 1, 1, 1]\n", f, f*(pixels/64))
+	}
+	cfg.WriteString("\n[drift.prediction]\nname = \"class\"\ntensor = \"logits\"\ncategories = [\"0\", \"1\", \"2\", \"3\"]\ncounts = [1, 1, 1, 1, 1]\n")
+	if err := os.WriteFile(filepath.Join(src, "bundle.toml"), []byte(cfg.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	l := benchActivate(b, src)
+	data := make([]byte, 0, 4*pixels)
+	for i := range pixels {
+		data = binary.LittleEndian.AppendUint32(data, math.Float32bits(float32(i%251)/125-1))
+	}
+	return l, "mobilenetv2", []runtime.Tensor{{Name: "image", DType: runtime.Float32, Shape: []int64{1, 3, 224, 224}, Data: data}}
+}
+
+// benchActivate builds the bundle in src, checks it carries a drift
+// baseline, and activates it on the real ONNX plugin.
+func benchActivate(b *testing.B, src string) *lifecycle.Lifecycle {
 	ctx := context.Background()
 	p, err := native.Start(ctx, onnxPluginBin(b), native.Config{Env: []string{"FLOTILLA_ORT_LIB=" + ortLib(b)},
 		Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Error, Output: os.Stderr})})
@@ -48,7 +134,6 @@ func benchDigits(b *testing.B) (*lifecycle.Lifecycle, []runtime.Tensor) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { p.Close() })
-	src := filepath.Join("..", "controlplane", "bundle", "testdata", "digits")
 	cs := benchChunks{}
 	raw, _, err := bundle.Build(src, bundle.Options{Chunks: cs})
 	if err != nil {
@@ -82,25 +167,12 @@ func benchDigits(b *testing.B) (*lifecycle.Lifecycle, []runtime.Tensor) {
 	if err := l.Stage(ctx, raw); err != nil {
 		b.Fatal(err)
 	}
-	rowsJSON, err := os.ReadFile(filepath.Join("lifecycle", "testdata", "digits", "rows.json"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var rows struct {
-		Pixels [][]float64 `json:"pixels"`
-	}
-	if err := json.Unmarshal(rowsJSON, &rows); err != nil {
-		b.Fatal(err)
-	}
-	var data []byte
-	for _, v := range rows.Pixels[0] {
-		data = binary.LittleEndian.AppendUint32(data, math.Float32bits(float32(v)))
-	}
-	return l, []runtime.Tensor{{Name: "pixels", DType: runtime.Float32, Shape: []int64{1, 64}, Data: data}}
+	return l
 }
 
-// BenchmarkMonitorInfer is the agent's inference path for digits on the
-// real ONNX plugin with the metrics buffering off and on, side by side:
+// BenchmarkMonitorInfer is the agent's inference path for digits and
+// mobilenetv2 (each with 64 monitored features and the predicted class) on
+// the real ONNX plugin with the metrics buffering off and on, side by side:
 // "off" is the monitor with no recorder (the lifecycle's Infer and the
 // monitor's bookkeeping), "on" the same monitor recording every inference
 // (64 features and the prediction read from the tensors) into a real
@@ -111,7 +183,27 @@ func benchDigits(b *testing.B) (*lifecycle.Lifecycle, []runtime.Tensor) {
 // (GOMAXPROCS callers). The issue's target: "on" loses at most 5 % of
 // "off"'s inferences per second.
 func BenchmarkMonitorInfer(b *testing.B) {
-	l, in := benchDigits(b)
+	for _, model := range []struct {
+		name  string
+		setup func(*testing.B) (*lifecycle.Lifecycle, string, []runtime.Tensor)
+	}{{"digits", benchDigits}, {"mobilenetv2", benchMobileNet}} {
+		b.Run(model.name, func(b *testing.B) {
+			l, name, in := model.setup(b)
+			benchMonitor(b, l, name, in)
+		})
+	}
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func benchMonitor(b *testing.B, l *lifecycle.Lifecycle, name string, in []runtime.Tensor) {
 	for _, mode := range []string{"sequential", "parallel"} {
 		for _, rec := range []string{"off", "on", "on-nolinger"} {
 			b.Run(mode+"/"+rec, func(b *testing.B) {
@@ -133,10 +225,11 @@ func BenchmarkMonitorInfer(b *testing.B) {
 					mon.rec = buf
 				}
 				infer := func() {
-					if _, err := mon.Infer(ctx, "digits", in); err != nil {
+					if _, err := mon.Infer(ctx, name, in); err != nil {
 						b.Error(err)
 					}
 				}
+				cpu0 := processCPU(b)
 				b.ResetTimer()
 				if mode == "sequential" {
 					for range b.N {
@@ -156,6 +249,10 @@ func BenchmarkMonitorInfer(b *testing.B) {
 				}
 				b.StopTimer()
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "infer/s")
+				// The agent process's CPU per inference (the plugin's runs in
+				// its own process): what recording adds, less sensitive than
+				// the rate to other load on the machine.
+				b.ReportMetric(float64(processCPU(b)-cpu0)/float64(time.Microsecond)/float64(b.N), "agent-cpu-us/infer")
 				if buf != nil {
 					st, err := buf.Stats(ctx)
 					if err != nil {

@@ -143,6 +143,7 @@ type Buffer struct {
 	pageSize int64
 	fullStmt *sql.Stmt // the INSERT of rowsPerStatement records, prepared once
 	batches  uint64    // written by the writer goroutine only
+	arena    []byte    // the writer's feature blobs, reused per statement
 
 	buffered, dropped, lost, evictedRecords, evictedSummaries atomic.Uint64
 	coarsened, summaries, sent, acked                         atomic.Uint64
@@ -402,7 +403,16 @@ func (b *Buffer) insert(ctx context.Context, batch []Record) error {
 	for lo := 0; lo < len(batch); lo += rowsPerStatement {
 		chunk := batch[lo:min(lo+rowsPerStatement, len(batch))]
 		args = args[:0]
+		// The chunk's feature blobs, in one reused buffer: the driver is done
+		// with the arguments when Exec returns.
+		arena := b.arena[:0]
 		for _, r := range chunk {
+			var feats any // NULL: no features
+			if len(r.Features) > 0 {
+				start := len(arena)
+				arena = appendFeatures(arena, r.Features, r.Missing)
+				feats = arena[start:len(arena):len(arena)]
+			}
 			var pred any
 			if r.HasPrediction {
 				pred = r.Predicted
@@ -412,8 +422,9 @@ func (b *Buffer) insert(ctx context.Context, batch []Record) error {
 				ok = 1
 			}
 			args = append(args, r.At.UnixMilli(), r.Model, int64(r.Release), r.Version, r.Slot,
-				r.Latency.Microseconds(), ok, encodeFeatures(r.Features, r.Missing), pred)
+				r.Latency.Microseconds(), ok, feats, pred)
 		}
+		b.arena = arena
 		if len(chunk) == rowsPerStatement {
 			if _, err := tx.StmtContext(ctx, b.fullStmt).ExecContext(ctx, args...); err != nil {
 				return err

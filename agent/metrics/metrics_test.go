@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"math"
 	"sync"
@@ -360,11 +361,67 @@ func TestFeatureBlob(t *testing.T) {
 	if err != nil || len(got) != 4 || got[0] != 1 || !math.IsNaN(got[1]) || missing[1] || !missing[3] || !math.IsInf(got[2], -1) {
 		t.Fatalf("round trip: %v %v %v", got, missing, err)
 	}
-	for _, bad := range [][]byte{{1, 2, 3}, make([]byte, 8*maxFeatures+8)} {
-		if _, _, err := decodeFeatures(bad); err == nil {
-			t.Errorf("decoded a %d-byte blob", len(bad))
+	// Each encoding gives its values back bit for bit, in its size; the
+	// layout before (n float64s) still decodes.
+	pixels := make([]float64, 64)
+	for i := range pixels {
+		pixels[i] = float64(i % 17)
+	}
+	f32 := []float64{0.5, -3.25, float64(float32(0.1)), float64(float32(1e30))}
+	negZero := math.Copysign(0, -1)
+	f64 := []float64{0.1, 255, negZero}
+	for _, c := range []struct {
+		f    []float64
+		kind byte
+		size int
+	}{{pixels, blobUint8, 1 + 1 + 64}, {f32, blobFloat32, 1 + 1 + 16}, {f64, blobFloat64, 1 + 1 + 24}, {[]float64{negZero}, blobFloat32, 1 + 1 + 4}, {nil, blobUint8, 2}} {
+		b := encodeFeatures(c.f, nil)
+		got, missing, err := decodeFeatures(b)
+		if err != nil || b[0] != c.kind || len(b) != c.size || len(got) != len(c.f) || missing != nil {
+			t.Fatalf("%v: blob %x (%d bytes), got %v %v %v", c.f, b, len(b), got, missing, err)
+		}
+		for i := range got {
+			if math.Float64bits(got[i]) != math.Float64bits(c.f[i]) {
+				t.Fatalf("%v: element %d came back %v", c.f, i, got[i])
+			}
 		}
 	}
+	legacy := binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, math.Float64bits(0.1)), missingBits)
+	if got, missing, err := decodeFeatures(legacy); err != nil || len(got) != 2 || got[0] != 0.1 || !missing[1] {
+		t.Fatalf("legacy blob: %v %v %v", got, missing, err)
+	}
+	padded := encodeFeatures(make([]float64, 6), nil) // 1+1+6 = 8: one zero byte more
+	for _, bad := range [][]byte{{1, 2, 3}, make([]byte, 8*maxFeatures+8), {9, 1, 0}, {blobUint8, 5, 1, 2},
+		{blobFloat32, 0x80}, append(padded[:len(padded)-1:len(padded)-1], 7), append(padded, 0),
+		append(binary.AppendUvarint([]byte{blobUint8}, maxFeatures+1), 0)} {
+		if _, _, err := decodeFeatures(bad); err == nil {
+			t.Errorf("decoded the blob %x", bad)
+		}
+	}
+}
+
+// FuzzFeatureBlob: any blob decodes or is refused without panicking, and
+// what decodes encodes back to a blob that decodes to the same values.
+func FuzzFeatureBlob(f *testing.F) {
+	f.Add(encodeFeatures([]float64{1, 2, 3}, nil))
+	f.Add(encodeFeatures([]float64{0.5, 1e30}, nil))
+	f.Add(encodeFeatures([]float64{0.1, 2}, []bool{true, false}))
+	f.Add(make([]byte, 16))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, missing, err := decodeFeatures(b)
+		if err != nil {
+			return
+		}
+		again, missing2, err := decodeFeatures(encodeFeatures(got, missing))
+		if err != nil || len(again) != len(got) || len(missing2) != len(missing) {
+			t.Fatalf("%x: re-encoded gives %v %v %v", b, again, missing2, err)
+		}
+		for i := range got {
+			if math.Float64bits(again[i]) != math.Float64bits(got[i]) && !(i < len(missing) && missing[i]) {
+				t.Fatalf("%x: element %d %v became %v", b, i, got[i], again[i])
+			}
+		}
+	})
 }
 
 // TestDiskFullCountsAndServes: records that cannot fit even after eviction

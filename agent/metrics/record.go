@@ -38,23 +38,122 @@ const maxFeatures = 1024
 
 var errBadBlob = errors.New("bad feature blob")
 
-func encodeFeatures(f []float64, missing []bool) []byte {
+// The feature blob. Each record's features are stored in the narrowest of
+// three element encodings that gives every value back bit for bit: one
+// byte (whole numbers 0 to 255: pixels, counts, classes), float32 (values
+// read from a float32 tensor) or float64 (anything else, and a missing
+// feature's marker). The blob is the kind, the count as a uvarint, then
+// the elements; a blob whose length would be a multiple of 8 gets one zero
+// byte more, so that it is never taken for the layout before (n float64s,
+// no header), which rows written by an older agent still have.
+const (
+	blobUint8   = 1
+	blobFloat32 = 2
+	blobFloat64 = 3
+)
+
+// appendFeatures appends the blob of f (missing[i] marks f[i] missing) to
+// dst, and returns it. It allocates only when dst lacks room.
+func appendFeatures(dst []byte, f []float64, missing []bool) []byte {
 	if len(f) > maxFeatures {
 		f = f[:maxFeatures]
 	}
-	b := make([]byte, 8*len(f))
+	kind := byte(blobUint8)
 	for i, v := range f {
-		bits := math.Float64bits(v)
 		if i < len(missing) && missing[i] {
-			bits = missingBits
+			kind = blobFloat64
+			break
 		}
-		binary.LittleEndian.PutUint64(b[8*i:], bits)
+		bits := math.Float64bits(v)
+		if kind == blobUint8 && (v < 0 || v > 255 || bits != math.Float64bits(float64(uint8(v)))) {
+			kind = blobFloat32
+		}
+		if kind == blobFloat32 && bits != math.Float64bits(float64(float32(v))) {
+			kind = blobFloat64
+			break
+		}
 	}
-	return b
+	start := len(dst)
+	dst = append(dst, kind)
+	dst = binary.AppendUvarint(dst, uint64(len(f)))
+	le := binary.LittleEndian
+	for i, v := range f {
+		switch kind {
+		case blobUint8:
+			dst = append(dst, uint8(v))
+		case blobFloat32:
+			dst = le.AppendUint32(dst, math.Float32bits(float32(v)))
+		default:
+			bits := math.Float64bits(v)
+			if i < len(missing) && missing[i] {
+				bits = missingBits
+			}
+			dst = le.AppendUint64(dst, bits)
+		}
+	}
+	if (len(dst)-start)%8 == 0 {
+		dst = append(dst, 0)
+	}
+	return dst
 }
 
+func encodeFeatures(f []float64, missing []bool) []byte { return appendFeatures(nil, f, missing) }
+
 func decodeFeatures(b []byte) ([]float64, []bool, error) {
-	if len(b)%8 != 0 || len(b) > 8*maxFeatures {
+	if len(b)%8 == 0 {
+		return decodeLegacyFeatures(b)
+	}
+	kind := b[0]
+	n, vl := binary.Uvarint(b[1:])
+	if vl <= 0 || n > maxFeatures {
+		return nil, nil, errBadBlob
+	}
+	var width int
+	switch kind {
+	case blobUint8:
+		width = 1
+	case blobFloat32:
+		width = 4
+	case blobFloat64:
+		width = 8
+	default:
+		return nil, nil, errBadBlob
+	}
+	body := b[1+vl:]
+	size := int(n) * width
+	switch {
+	case len(body) == size && (1+vl+size)%8 != 0:
+	case len(body) == size+1 && (1+vl+size)%8 == 0 && body[size] == 0:
+	default:
+		return nil, nil, errBadBlob
+	}
+	f := make([]float64, n)
+	var missing []bool
+	le := binary.LittleEndian
+	for i := range f {
+		switch kind {
+		case blobUint8:
+			f[i] = float64(body[i])
+		case blobFloat32:
+			f[i] = float64(math.Float32frombits(le.Uint32(body[4*i:])))
+		default:
+			bits := le.Uint64(body[8*i:])
+			if bits == missingBits {
+				if missing == nil {
+					missing = make([]bool, len(f))
+				}
+				missing[i] = true
+			}
+			f[i] = math.Float64frombits(bits)
+		}
+	}
+	return f, missing, nil
+}
+
+// decodeLegacyFeatures decodes the blob as written before the compact
+// encoding: n float64s.
+func decodeLegacyFeatures(b []byte) ([]float64, []bool, error) {
+	if len(b) > 8*maxFeatures {
 		return nil, nil, errBadBlob
 	}
 	f := make([]float64, len(b)/8)

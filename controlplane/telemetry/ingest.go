@@ -115,41 +115,56 @@ var ErrRejected = errors.New("telemetry rejected")
 
 // Message is a decoded telemetry message, with each summary's bytes as the
 // device sent them: they are stored as they are (unknown fields included),
-// without encoding again.
+// without encoding again. A message decoded by the fast path (the usual
+// one for summaries) holds its envelope in Telemetry, without the
+// summaries, and each summary's header (a WindowSummary without its
+// features) beside its bytes.
 type Message struct {
 	Telemetry *pb.Telemetry
 	raw       [][]byte
+	heads     []*pb.WindowSummary
 }
 
 // NewMessage wraps a telemetry message built in process.
 func NewMessage(t *pb.Telemetry) *Message { return &Message{Telemetry: t} }
 
+// summaries are the message's summaries (headers only, from the fast path).
+func (m *Message) summaries() []*pb.WindowSummary {
+	if m.heads != nil {
+		return m.heads
+	}
+	return m.Telemetry.GetSummaries().GetSummaries()
+}
+
+// empty reports whether the message carries neither summaries nor events
+// (or a payload this build does not know).
+func (m *Message) empty() bool {
+	return m.heads == nil && m.Telemetry.GetSummaries() == nil && m.Telemetry.GetEvents() == nil
+}
+
 // Decode checks one message from topic name: the topic is a device's
 // telemetry topic, the payload a valid Telemetry of that device carrying
-// valid summaries or events (wire.Decode validates the summaries with the
-// envelope). A message with neither payload (or one this build does not
-// know) is still recorded and acknowledged, so that the device stops
-// resending it.
+// valid summaries or events (the checks of wire.Decode and Validate, made
+// by the fast path on the wire for the summaries' features; decode.go). A
+// message with neither payload (or one this build does not know) is still
+// recorded and acknowledged, so that the device stops resending it.
 func (in *Ingest) Decode(name string, payload []byte) (*Message, error) {
 	k, id, ok := in.opt.Scheme.Parse(name)
 	if !ok || k != topic.Telemetry {
 		return nil, fmt.Errorf("%w: topic %q is not a telemetry topic", ErrRejected, name)
 	}
-	var t pb.Telemetry
-	if err := wire.DecodeTopic(topic.Telemetry, payload, &t); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrRejected, err)
-	}
-	if t.GetDeviceId() != id {
-		return nil, fmt.Errorf("%w: device_id %q on the topic of %q", ErrRejected, t.GetDeviceId(), id)
-	}
-	if err := validateEvents(t.GetEvents()); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrRejected, err)
-	}
-	m := &Message{Telemetry: &t}
-	if s := t.GetSummaries(); s != nil {
-		if raw, ok := rawSummaries(payload); ok && len(raw) == len(s.GetSummaries()) {
-			m.raw = raw
+	var m *Message
+	if t, heads, raw, err := decodeFast(payload); err == nil {
+		m = &Message{Telemetry: t, raw: raw, heads: heads}
+	} else {
+		t, raw, err := decodeFull(payload)
+		if err != nil {
+			return nil, rejected(err)
 		}
+		m = &Message{Telemetry: t, raw: raw}
+	}
+	if got := m.Telemetry.GetDeviceId(); got != id {
+		return nil, fmt.Errorf("%w: device_id %q on the topic of %q", ErrRejected, got, id)
 	}
 	return m, nil
 }
@@ -339,7 +354,7 @@ func (in *Ingest) Store(ctx context.Context, msgs []*Message) error {
 			m.Events = append(m.Events, store.Event{AtMs: e.GetAtMs(), Level: e.GetLevel(), Code: e.GetCode(),
 				Message: e.GetMessage(), Attrs: e.GetAttrs()})
 		}
-		for j, s := range t.GetSummaries().GetSummaries() {
+		for j, s := range msg.summaries() {
 			var payload []byte
 			if msg.raw != nil {
 				payload = msg.raw[j]
@@ -366,7 +381,7 @@ func (in *Ingest) Store(ctx context.Context, msgs []*Message) error {
 		switch {
 		case dup[i]:
 			in.Counters.Duplicates.Add(1)
-		case t.GetSummaries() == nil && t.GetEvents() == nil:
+		case msg.empty():
 			in.Counters.Ignored.Add(1)
 		default:
 			in.Counters.Stored.Add(1)

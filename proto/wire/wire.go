@@ -11,6 +11,7 @@ package wire
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -106,36 +107,102 @@ func Encode(m proto.Message) ([]byte, error) {
 // or not, as protobuf allows. The walk reads the bytes and allocates
 // nothing.
 func checkWireTypes(b []byte, md protoreflect.MessageDescriptor) error {
-	fields := md.Fields()
+	fields := fieldsOf(md)
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return fmt.Errorf("%w: %s: bad field tag", ErrMalformed, md.FullName())
 		}
 		b = b[n:]
-		fd := fields.ByNumber(num)
-		if fd != nil && !wireTypeFits(fd, typ) {
+		f := fields.lookup(md, num)
+		if f.fd != nil && !f.fits(typ) {
 			return fmt.Errorf("%w: %s.%s (field %d) sent as wire type %d",
-				ErrWrongType, md.FullName(), fd.Name(), num, typ)
+				ErrWrongType, md.FullName(), f.fd.Name(), num, typ)
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
 			return fmt.Errorf("%w: %s: bad field %d", ErrMalformed, md.FullName(), num)
 		}
-		if fd != nil && fd.Message() != nil {
+		if f.msg != nil {
 			var v []byte
 			if typ == protowire.StartGroupType {
 				v, _ = protowire.ConsumeGroup(num, b[:n])
 			} else {
 				v, _ = protowire.ConsumeBytes(b[:n])
 			}
-			if err := checkWireTypes(v, fd.Message()); err != nil {
+			if err := checkWireTypes(v, f.msg); err != nil {
 				return err
 			}
 		}
 		b = b[n:]
 	}
 	return nil
+}
+
+// fieldCheck is what checkWireTypes needs of one declared field: the wire
+// types it may arrive as (a bit per type) and its message type, if any.
+type fieldCheck struct {
+	fd    protoreflect.FieldDescriptor
+	types uint8
+	msg   protoreflect.MessageDescriptor
+}
+
+func (f fieldCheck) fits(typ protowire.Type) bool { return typ < 8 && f.types&(1<<typ) != 0 }
+
+// fieldTable holds a message's fieldChecks by field number, so that the
+// walk finds each field by indexing a slice rather than by the
+// descriptor's map lookup. Field numbers past the slice (rare) take the
+// descriptor's lookup.
+type fieldTable struct{ byNum []fieldCheck }
+
+// maxTableField bounds a fieldTable's slice; messages number their fields
+// densely from 1, far below this.
+const maxTableField = 256
+
+func (t *fieldTable) lookup(md protoreflect.MessageDescriptor, num protowire.Number) fieldCheck {
+	if num >= 0 && int(num) < len(t.byNum) {
+		return t.byNum[num]
+	}
+	if num < maxTableField {
+		return fieldCheck{}
+	}
+	return checkOf(md.Fields().ByNumber(num))
+}
+
+// fieldTables caches each message descriptor's fieldTable.
+var fieldTables sync.Map // protoreflect.MessageDescriptor -> *fieldTable
+
+func fieldsOf(md protoreflect.MessageDescriptor) *fieldTable {
+	if t, ok := fieldTables.Load(md); ok {
+		return t.(*fieldTable)
+	}
+	t := &fieldTable{}
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if fd.Number() >= maxTableField {
+			continue
+		}
+		for int(fd.Number()) >= len(t.byNum) {
+			t.byNum = append(t.byNum, fieldCheck{})
+		}
+		t.byNum[fd.Number()] = checkOf(fd)
+	}
+	got, _ := fieldTables.LoadOrStore(md, t)
+	return got.(*fieldTable)
+}
+
+func checkOf(fd protoreflect.FieldDescriptor) fieldCheck {
+	if fd == nil {
+		return fieldCheck{}
+	}
+	f := fieldCheck{fd: fd, msg: fd.Message()}
+	for typ := protowire.Type(0); typ < 8; typ++ {
+		if wireTypeFits(fd, typ) {
+			f.types |= 1 << typ
+		}
+	}
+	return f
 }
 
 // wireTypeFits reports whether a field declared as fd may arrive as wire
