@@ -19,6 +19,7 @@ import (
 	"github.com/flotilla-edge/flotilla/proto/supportsig"
 	"github.com/flotilla-edge/flotilla/proto/topic"
 	"github.com/flotilla-edge/flotilla/proto/wire"
+	"google.golang.org/protobuf/proto"
 )
 
 // acks collects what the service publishes (its acknowledgements), the
@@ -184,10 +185,9 @@ func TestHostileUploads(t *testing.T) {
 		f := newFixture(t)
 		in, _ := f.svc.Expect("dev-a", "op")
 		cs := chunks("dev-a", in.ID, bundle, 4096, f.key)
-		bad := *cs[0]
-		bad.Data = append([]byte(nil), cs[0].Data...)
+		bad := proto.Clone(cs[0]).(*pb.SupportChunk)
 		bad.Data[0] ^= 1
-		f.send("dev-a", &bad)
+		f.send("dev-a", bad)
 		if a := f.acks.last(t, f.svc); a.GetNext() != 0 || a.GetError() != "" {
 			t.Fatalf("ack: %v", a)
 		}
