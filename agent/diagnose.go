@@ -64,6 +64,10 @@ type diagHooks struct {
 	skew   time.Duration
 	skewAt time.Time
 	remote RemoteDiag
+	// bundler builds support bundles; upload is the one going up
+	// (supportupload.go).
+	bundler SupportBundler
+	upload  *supportUpload
 	// restart ends Run with a cause (ErrRestartForUpdate).
 	restart context.CancelCauseFunc
 }

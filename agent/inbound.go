@@ -31,6 +31,8 @@ func (s *session) handle(ctx context.Context, conn Conn, m Message) {
 		s.onCommand(ctx, conn, m)
 	case topic.Ack:
 		s.onAck(m)
+	case topic.SupportAck:
+		s.onSupportAck(m)
 	default:
 		s.drop(m, fmt.Errorf("unexpected topic kind %s", kind))
 	}
@@ -109,6 +111,12 @@ func (s *session) onCommand(ctx context.Context, conn Conn, m Message) {
 		}
 	case *flotillapb.Command_Diag:
 		out, err := s.a.remoteDiag(ctx, k.Diag)
+		if err != nil {
+			res.Ok, res.Error = false, clipText(err.Error())
+		}
+		res.Output = out
+	case *flotillapb.Command_SupportBundle:
+		out, err := s.startSupportUpload(ctx, k.SupportBundle)
 		if err != nil {
 			res.Ok, res.Error = false, clipText(err.Error())
 		}

@@ -76,6 +76,7 @@ func (m *models) stageAgent(ctx context.Context, man *pb.BundleManifest, fill fu
 		return fmt.Errorf("agent bundle %s: %w", v, err)
 	}
 	defer f.Close()
+	up.Check = selfupdate.VersionCheck // a binary that cannot even say its version is never started
 	slot, err := up.Stage(f, maxAgentBinary, man.GetName(), v, AgentConfirmWithin)
 	if err != nil {
 		return err

@@ -303,7 +303,7 @@ func (s *session) serve(ctx context.Context, conn Conn, lost <-chan error) error
 // onConnect subscribes to the device's inbound topics and announces it.
 func (s *session) onConnect(ctx context.Context, conn Conn) error {
 	filters := map[string]byte{}
-	for _, k := range []topic.Kind{topic.Desired, topic.Command, topic.Ack} {
+	for _, k := range []topic.Kind{topic.Desired, topic.Command, topic.Ack, topic.SupportAck} {
 		filters[s.scheme.Device(k, s.id.DeviceID)] = 1
 	}
 	filters[s.scheme.Fleet(topic.ReleaseMeta)] = 1

@@ -40,6 +40,9 @@ type Config struct {
 	// RequestTimeout bounds one request's work (default 60 s: a golden
 	// check may load nothing but still runs a model).
 	RequestTimeout time.Duration
+	// ConfigPath is the agent's configuration file, put (redacted) into
+	// support bundles built for the control plane; "" = none.
+	ConfigPath string
 }
 
 // Server answers diag requests for one agent.

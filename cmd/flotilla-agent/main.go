@@ -186,8 +186,9 @@ func run(args []string) error {
 		}()
 	}
 	// Diagnostics: on the local socket, and remotely (diag commands).
-	dsrv := diag.NewServer(diag.Config{Agent: a, Logs: ring, Logger: log.With("component", "diag")})
+	dsrv := diag.NewServer(diag.Config{Agent: a, Logs: ring, Logger: log.With("component", "diag"), ConfigPath: *cfgPath})
 	a.SetRemoteDiag(dsrv.Remote)
+	a.SetSupportBundler(dsrv.SupportBundle)
 	if sock := *diagSocket; sock != config.Off {
 		if sock == "" {
 			sock = filepath.Join(cfg.DataDir, diag.SocketName)

@@ -63,7 +63,9 @@ type Config struct {
 	Telemetry Telemetry
 	// Rollouts runs staged rollouts; nil: 503.
 	Rollouts Rollouts
-	Metrics  *expvar.Map // exported at /v1/metrics (viewer); nil: none
+	// Support asks devices for support bundles and serves them; nil: 503.
+	Support Support
+	Metrics *expvar.Map // exported at /v1/metrics (viewer); nil: none
 	// Version is reported by /healthz.
 	Version string
 }
@@ -90,7 +92,7 @@ func New(cfg Config) *API {
 		cfg.Now = time.Now
 	}
 	a := &API{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger, touched: map[string]time.Time{}}
-	for _, rt := range a.routes() {
+	for _, rt := range append(a.routes(), a.supportRoutes()...) {
 		a.mux.Handle(rt.Method+" "+rt.Path, limitBody(rt.MaxBody, a.authorize(rt)))
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -23,7 +23,7 @@ func (a *API) openapi(w http.ResponseWriter, _ *http.Request) {
 func (a *API) OpenAPI() map[string]any {
 	schemas := map[string]any{}
 	paths := map[string]any{}
-	for _, rt := range a.routes() {
+	for _, rt := range append(a.routes(), a.supportRoutes()...) {
 		op := map[string]any{
 			"summary":     rt.Summary,
 			"operationId": strings.ToLower(rt.Method) + strings.NewReplacer("/", "_", "{", "", "}", "", "-", "_", ".", "_").Replace(rt.Path),

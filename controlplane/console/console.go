@@ -86,6 +86,7 @@ type Console struct {
 	// answer takes as long as for a wrong password.
 	dummyHash string
 	throttle  *throttle
+	diag      diagResults // the latest remote diag answer per device (diag.go)
 }
 
 // maxForm caps a form's body (a rollout spec is the largest field).
@@ -133,6 +134,9 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /{$}", c.authed(c.fleet))
 	c.mux.HandleFunc("GET /devices", c.authed(c.devices))
 	c.mux.HandleFunc("GET /devices/{id}", c.authed(c.device))
+	c.mux.HandleFunc("POST /devices/{id}/diag/{what}", c.authed(c.deviceDiag))
+	c.mux.HandleFunc("POST /devices/{id}/support-bundles", c.authed(c.requestSupport))
+	c.mux.HandleFunc("GET /devices/{id}/support-bundles/{upload}", c.authed(c.downloadSupport))
 	c.mux.HandleFunc("GET /bundles", c.authed(c.bundles))
 	c.mux.HandleFunc("GET /rollouts", c.authed(c.rollouts))
 	c.mux.HandleFunc("POST /rollouts", c.authed(c.createRollout))

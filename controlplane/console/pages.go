@@ -220,6 +220,12 @@ func (c *Console) device(w http.ResponseWriter, r *http.Request, u user) {
 	if rep, err := cl.Drift(ctx, apiclient.DriftOptions{Device: id, Since: 24 * time.Hour}); err == nil {
 		data["Summaries"] = rep.Releases
 	}
+	if sb, err := cl.SupportBundles(ctx, id); err == nil {
+		data["SupportBundles"] = sb
+	}
+	if res, ok := c.diag.get(id); ok {
+		data["Diag"] = res
+	}
 	c.render(w, r, http.StatusOK, "device", u, data)
 }
 

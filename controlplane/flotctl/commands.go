@@ -43,7 +43,7 @@ func oneID(args []string, what string) (string, error) {
 
 func devices(ctx context.Context, c *apiclient.Client, o out, args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: devices list|show|label|decommission|ping|resync|diag", errUsage)
+		return fmt.Errorf("%w: devices list|show|label|decommission|ping|resync|diag|support-bundle", errUsage)
 	}
 	verb, args := args[0], args[1:]
 	switch verb {
@@ -168,6 +168,8 @@ func devices(ctx context.Context, c *apiclient.Client, o out, args []string) err
 		return nil
 	case "diag":
 		return deviceDiag(ctx, c, o, args)
+	case "support-bundle":
+		return deviceSupport(ctx, c, o, args)
 	}
 	return fmt.Errorf("%w: unknown devices command %q", errUsage, verb)
 }

@@ -2,7 +2,7 @@
 // plane's REST API. cmd/flotctl wires it to the process; tests run it
 // in-process against a real server.
 //
-//	flotctl [global flags] devices list|show|label|decommission|ping|resync|diag
+//	flotctl [global flags] devices list|show|label|decommission|ping|resync|diag|support-bundle
 //	flotctl [global flags] tokens list|create|revoke
 //	flotctl [global flags] users list|create|set|disable (console logins)
 //	flotctl [global flags] enrol-tokens list|create|revoke
@@ -147,6 +147,7 @@ const usage = `flotctl — operate a Flotilla fleet
   flotctl devices decommission ID
   flotctl devices ping|resync ID
   flotctl devices diag ID [status|logs] [-level L] [-grep TEXT] [-limit N]
+  flotctl devices support-bundle ID [-o FILE] [-wait D] [-list] [-get UPLOAD]
   flotctl tokens list | create -name N -role viewer|operator|admin [-ttl D] | revoke ID
   flotctl users list | create NAME -role R [-password-file F] | set NAME [-role R] [-password-file F] | disable NAME
   flotctl enrol-tokens list | create -name N [-max-uses N] [-ttl D] [-label k=v…] | revoke ID

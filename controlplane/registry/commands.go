@@ -33,6 +33,10 @@ type CommandOptions struct {
 	Level    string // least level: debug, info, warn, error
 	Contains string // substring
 	Limit    uint32 // newest n records
+	// UploadID and MaxSize are support-bundle's: the upload the control
+	// plane expects (controlplane/supportbundle) and its size limit.
+	UploadID string
+	MaxSize  uint64
 }
 
 // Command sends a command (ping, resync, diag-status or diag-logs) to an
@@ -65,8 +69,10 @@ func (r *Registry) CommandWith(ctx context.Context, actor, id, kind string, opt 
 		cmd.Kind = &pb.Command_Diag{Diag: &pb.Diag{What: "status"}}
 	case "diag-logs":
 		cmd.Kind = &pb.Command_Diag{Diag: &pb.Diag{What: "logs", Level: opt.Level, Contains: opt.Contains, Limit: opt.Limit}}
+	case "support-bundle":
+		cmd.Kind = &pb.Command_SupportBundle{SupportBundle: &pb.SupportBundle{UploadId: opt.UploadID, MaxSize: opt.MaxSize}}
 	default:
-		return CommandReply{}, fmt.Errorf("%w: unknown command %q (ping, resync, diag-status, diag-logs)", ErrInvalid, kind)
+		return CommandReply{}, fmt.Errorf("%w: unknown command %q (ping, resync, diag-status, diag-logs, support-bundle)", ErrInvalid, kind)
 	}
 	if err := cmd.Validate(); err != nil {
 		return CommandReply{}, fmt.Errorf("%w: %w", ErrInvalid, err)

@@ -125,6 +125,7 @@ type Server struct {
 	telemetry  *telemetryService
 	rollouts   *rolloutService
 	alerts     *alerter
+	support    *supportService
 }
 
 // New starts a control plane: it returns once the API listens and the
@@ -240,7 +241,11 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err = s.openSupport(); err != nil {
+		return nil, err
+	}
 	subs := append(s.registry.Subscriptions(controlGroup),
+		topic.Shared(controlGroup, scheme.AllDevices(topic.SupportUpload)),
 		topic.Shared(controlGroup, scheme.AllDevices(topic.ChunkRequest)),
 		topic.Shared(controlGroup, scheme.AllDevices(topic.Progress)),
 		s.telemetry.subscription())
@@ -266,7 +271,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if err = s.ensureAdminToken(ctx); err != nil {
 		return nil, err
 	}
-	s.api = api.New(api.Config{Store: s.store, Registry: enroller{s.registry, s.delivery.trust}, Bundles: s.delivery, Telemetry: s.telemetry, Rollouts: s.rollouts, Logger: cfg.Logger.With("component", "api"),
+	s.api = api.New(api.Config{Store: s.store, Registry: enroller{s.registry, s.delivery.trust}, Bundles: s.delivery, Telemetry: s.telemetry, Rollouts: s.rollouts, Support: s.support, Logger: cfg.Logger.With("component", "api"),
 		Now: cfg.Now, Metrics: s.metrics, Version: cfg.Version})
 	handler, err := s.httpHandler()
 	if err != nil {
@@ -298,7 +303,7 @@ const controlGroup = "flotilla-control"
 // requests, progress) to delivery, telemetry to its ingest, the rest to
 // the registry.
 func (s *Server) handleMessage(ctx context.Context, name string, payload []byte) {
-	if s.delivery.handle(name, payload) || s.telemetry.handle(name, payload) {
+	if s.delivery.handle(name, payload) || s.telemetry.handle(name, payload) || s.support.Handle(ctx, name, payload) {
 		return
 	}
 	s.registry.HandleMessage(ctx, name, payload)

@@ -72,6 +72,10 @@ type Updater struct {
 	MaxAttempts int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Check test-runs a staged binary before it is made active (see
+	// VersionCheck); nil: none. A binary that fails it is removed, never
+	// started, and its version recorded as rejected.
+	Check func(binary, version string) error
 }
 
 // New returns the updater of the data folder dataDir.
@@ -166,6 +170,16 @@ func (u *Updater) Stage(src io.Reader, maxSize int64, bundle, version string, co
 	}
 	if err := writeAtomic(u.BinaryPath(slot), b, 0o700); err != nil {
 		return "", err
+	}
+	if u.Check != nil {
+		if err := u.Check(u.BinaryPath(slot), version); err != nil {
+			_ = os.Remove(u.BinaryPath(slot))
+			st.RejectedVersion, st.RejectedReason = version, "test run failed: "+err.Error()
+			if serr := u.save(st); serr != nil {
+				return "", serr
+			}
+			return "", fmt.Errorf("%w: %s: %w", ErrCheckFailed, version, err)
+		}
 	}
 	next := State{Active: slot, ActiveVersion: version, Previous: st.Active, PreviousVersion: st.ActiveVersion,
 		Pending: true, Deadline: u.now().Add(confirmWithin), RejectedVersion: st.RejectedVersion, RejectedReason: st.RejectedReason,

@@ -174,6 +174,7 @@ type Command struct {
 	//	*Command_Ping
 	//	*Command_Resync
 	//	*Command_Diag
+	//	*Command_SupportBundle
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -271,6 +272,15 @@ func (x *Command) GetDiag() *Diag {
 	return nil
 }
 
+func (x *Command) GetSupportBundle() *SupportBundle {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_SupportBundle); ok {
+			return x.SupportBundle
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -287,11 +297,17 @@ type Command_Diag struct {
 	Diag *Diag `protobuf:"bytes,12,opt,name=diag,proto3,oneof"`
 }
 
+type Command_SupportBundle struct {
+	SupportBundle *SupportBundle `protobuf:"bytes,13,opt,name=support_bundle,json=supportBundle,proto3,oneof"`
+}
+
 func (*Command_Ping) isCommand_Kind() {}
 
 func (*Command_Resync) isCommand_Kind() {}
 
 func (*Command_Diag) isCommand_Kind() {}
+
+func (*Command_SupportBundle) isCommand_Kind() {}
 
 // Ping asks the device to answer at once; it measures round-trip time.
 type Ping struct {
@@ -439,6 +455,262 @@ func (x *Diag) GetLimit() uint32 {
 	return 0
 }
 
+// SupportBundle asks the device for a support bundle (agent/diag's signed,
+// redacted archive) uploaded to the control plane: the command result
+// (output: JSON size, sha256, chunks) says the device built it; the bundle
+// then goes up in SupportChunk messages on dev/{device}/support-upload,
+// each acknowledged by a SupportAck on dev/{device}/support-ack, paced
+// within the device's telemetry byte budget. Protocol version 3.
+type SupportBundle struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UploadId      string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`     // required: 1 to 64 of [a-z0-9._-], chosen by the control plane
+	ChunkSize     uint32                 `protobuf:"varint,2,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"` // bytes per chunk; 0 = 256 KiB; at most 256 KiB
+	MaxSize       uint64                 `protobuf:"varint,3,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`       // the most the control plane accepts; a bigger bundle is refused on the device
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SupportBundle) Reset() {
+	*x = SupportBundle{}
+	mi := &file_flotilla_v1_control_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SupportBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SupportBundle) ProtoMessage() {}
+
+func (x *SupportBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_control_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SupportBundle.ProtoReflect.Descriptor instead.
+func (*SupportBundle) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SupportBundle) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *SupportBundle) GetChunkSize() uint32 {
+	if x != nil {
+		return x.ChunkSize
+	}
+	return 0
+}
+
+func (x *SupportBundle) GetMaxSize() uint64 {
+	if x != nil {
+		return x.MaxSize
+	}
+	return 0
+}
+
+// SupportChunk is one piece of a support bundle, device to control plane.
+// Every chunk repeats the whole bundle's size, count and digest, so the
+// receiver can check each against the first.
+type SupportChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UploadId      string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`          // required
+	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`          // required, the topic's
+	Index         uint32                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`                               // 0-based
+	Count         uint32                 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`                               // chunks in all, at least 1
+	TotalSize     uint64                 `protobuf:"varint,5,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`      // the bundle's bytes
+	Sha256        []byte                 `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`                              // the bundle's SHA-256 (32 bytes)
+	ChunkSha256   []byte                 `protobuf:"bytes,7,opt,name=chunk_sha256,json=chunkSha256,proto3" json:"chunk_sha256,omitempty"` // this chunk's data's SHA-256 (32 bytes)
+	Data          []byte                 `protobuf:"bytes,8,opt,name=data,proto3" json:"data,omitempty"`                                  // at most 256 KiB
+	Signature     []byte                 `protobuf:"bytes,9,opt,name=signature,proto3" json:"signature,omitempty"`                        // the last chunk only: the detached signature (agent/diag Signature JSON), at most 16 KiB
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SupportChunk) Reset() {
+	*x = SupportChunk{}
+	mi := &file_flotilla_v1_control_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SupportChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SupportChunk) ProtoMessage() {}
+
+func (x *SupportChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_control_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SupportChunk.ProtoReflect.Descriptor instead.
+func (*SupportChunk) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SupportChunk) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *SupportChunk) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *SupportChunk) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SupportChunk) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *SupportChunk) GetTotalSize() uint64 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
+}
+
+func (x *SupportChunk) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *SupportChunk) GetChunkSha256() []byte {
+	if x != nil {
+		return x.ChunkSha256
+	}
+	return nil
+}
+
+func (x *SupportChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SupportChunk) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+// SupportAck acknowledges support chunks, control plane to device: next is
+// the index the control plane expects (everything before it is stored), so
+// a device that reconnects, or lost an ack, resumes from there.
+type SupportAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UploadId      string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"` // required
+	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"` // required
+	Next          uint32                 `protobuf:"varint,3,opt,name=next,proto3" json:"next,omitempty"`
+	Done          bool                   `protobuf:"varint,4,opt,name=done,proto3" json:"done,omitempty"`  // the bundle is complete and verified
+	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"` // the upload is refused; the device stops sending it
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SupportAck) Reset() {
+	*x = SupportAck{}
+	mi := &file_flotilla_v1_control_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SupportAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SupportAck) ProtoMessage() {}
+
+func (x *SupportAck) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_control_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SupportAck.ProtoReflect.Descriptor instead.
+func (*SupportAck) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SupportAck) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *SupportAck) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *SupportAck) GetNext() uint32 {
+	if x != nil {
+		return x.Next
+	}
+	return 0
+}
+
+func (x *SupportAck) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *SupportAck) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // CommandResult answers a Command.
 type CommandResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -454,7 +726,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_flotilla_v1_control_proto_msgTypes[6]
+	mi := &file_flotilla_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +738,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_control_proto_msgTypes[6]
+	mi := &file_flotilla_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +751,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -546,7 +818,7 @@ type Telemetry struct {
 
 func (x *Telemetry) Reset() {
 	*x = Telemetry{}
-	mi := &file_flotilla_v1_control_proto_msgTypes[7]
+	mi := &file_flotilla_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -558,7 +830,7 @@ func (x *Telemetry) String() string {
 func (*Telemetry) ProtoMessage() {}
 
 func (x *Telemetry) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_control_proto_msgTypes[7]
+	mi := &file_flotilla_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -571,7 +843,7 @@ func (x *Telemetry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Telemetry.ProtoReflect.Descriptor instead.
 func (*Telemetry) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Telemetry) GetDeviceId() string {
@@ -653,7 +925,7 @@ type Events struct {
 
 func (x *Events) Reset() {
 	*x = Events{}
-	mi := &file_flotilla_v1_control_proto_msgTypes[8]
+	mi := &file_flotilla_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +937,7 @@ func (x *Events) String() string {
 func (*Events) ProtoMessage() {}
 
 func (x *Events) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_control_proto_msgTypes[8]
+	mi := &file_flotilla_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +950,7 @@ func (x *Events) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Events.ProtoReflect.Descriptor instead.
 func (*Events) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Events) GetEvents() []*Event {
@@ -702,7 +974,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_flotilla_v1_control_proto_msgTypes[9]
+	mi := &file_flotilla_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +986,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_control_proto_msgTypes[9]
+	mi := &file_flotilla_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +999,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Event) GetAtMs() int64 {
@@ -779,7 +1051,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_flotilla_v1_control_proto_msgTypes[10]
+	mi := &file_flotilla_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +1063,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_control_proto_msgTypes[10]
+	mi := &file_flotilla_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +1076,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Ack) GetDeviceId() string {
@@ -848,7 +1120,7 @@ const file_flotilla_v1_control_proto_rawDesc = "" +
 	"\x06labels\x18\x02 \x03(\v2%.flotilla.v1.DesiredHints.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xca\x02\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12 \n" +
@@ -858,7 +1130,8 @@ const file_flotilla_v1_control_proto_rawDesc = "" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\x11.flotilla.v1.PingH\x00R\x04ping\x12-\n" +
 	"\x06resync\x18\v \x01(\v2\x13.flotilla.v1.ResyncH\x00R\x06resync\x12'\n" +
-	"\x04diag\x18\f \x01(\v2\x11.flotilla.v1.DiagH\x00R\x04diagB\x06\n" +
+	"\x04diag\x18\f \x01(\v2\x11.flotilla.v1.DiagH\x00R\x04diag\x12C\n" +
+	"\x0esupport_bundle\x18\r \x01(\v2\x1a.flotilla.v1.SupportBundleH\x00R\rsupportBundleB\x06\n" +
 	"\x04kind\"\x06\n" +
 	"\x04Ping\"\b\n" +
 	"\x06Resync\"b\n" +
@@ -866,7 +1139,30 @@ const file_flotilla_v1_control_proto_rawDesc = "" +
 	"\x04what\x18\x01 \x01(\tR\x04what\x12\x14\n" +
 	"\x05level\x18\x02 \x01(\tR\x05level\x12\x1a\n" +
 	"\bcontains\x18\x03 \x01(\tR\bcontains\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"\xaf\x01\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"f\n" +
+	"\rSupportBundle\x12\x1b\n" +
+	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x1d\n" +
+	"\n" +
+	"chunk_size\x18\x02 \x01(\rR\tchunkSize\x12\x19\n" +
+	"\bmax_size\x18\x03 \x01(\x04R\amaxSize\"\x80\x02\n" +
+	"\fSupportChunk\x12\x1b\n" +
+	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\rR\x05index\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\rR\x05count\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x05 \x01(\x04R\ttotalSize\x12\x16\n" +
+	"\x06sha256\x18\x06 \x01(\fR\x06sha256\x12!\n" +
+	"\fchunk_sha256\x18\a \x01(\fR\vchunkSha256\x12\x12\n" +
+	"\x04data\x18\b \x01(\fR\x04data\x12\x1c\n" +
+	"\tsignature\x18\t \x01(\fR\tsignature\"\x84\x01\n" +
+	"\n" +
+	"SupportAck\x12\x1b\n" +
+	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x12\n" +
+	"\x04next\x18\x03 \x01(\rR\x04next\x12\x12\n" +
+	"\x04done\x18\x04 \x01(\bR\x04done\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\xaf\x01\n" +
 	"\rCommandResult\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x1b\n" +
@@ -914,7 +1210,7 @@ func file_flotilla_v1_control_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_control_proto_rawDescData
 }
 
-var file_flotilla_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_flotilla_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_flotilla_v1_control_proto_goTypes = []any{
 	(*DesiredState)(nil),  // 0: flotilla.v1.DesiredState
 	(*DesiredHints)(nil),  // 1: flotilla.v1.DesiredHints
@@ -922,32 +1218,36 @@ var file_flotilla_v1_control_proto_goTypes = []any{
 	(*Ping)(nil),          // 3: flotilla.v1.Ping
 	(*Resync)(nil),        // 4: flotilla.v1.Resync
 	(*Diag)(nil),          // 5: flotilla.v1.Diag
-	(*CommandResult)(nil), // 6: flotilla.v1.CommandResult
-	(*Telemetry)(nil),     // 7: flotilla.v1.Telemetry
-	(*Events)(nil),        // 8: flotilla.v1.Events
-	(*Event)(nil),         // 9: flotilla.v1.Event
-	(*Ack)(nil),           // 10: flotilla.v1.Ack
-	nil,                   // 11: flotilla.v1.DesiredState.DirectorMetadataEntry
-	nil,                   // 12: flotilla.v1.DesiredHints.LabelsEntry
-	nil,                   // 13: flotilla.v1.Event.AttrsEntry
-	(*Summaries)(nil),     // 14: flotilla.v1.Summaries
+	(*SupportBundle)(nil), // 6: flotilla.v1.SupportBundle
+	(*SupportChunk)(nil),  // 7: flotilla.v1.SupportChunk
+	(*SupportAck)(nil),    // 8: flotilla.v1.SupportAck
+	(*CommandResult)(nil), // 9: flotilla.v1.CommandResult
+	(*Telemetry)(nil),     // 10: flotilla.v1.Telemetry
+	(*Events)(nil),        // 11: flotilla.v1.Events
+	(*Event)(nil),         // 12: flotilla.v1.Event
+	(*Ack)(nil),           // 13: flotilla.v1.Ack
+	nil,                   // 14: flotilla.v1.DesiredState.DirectorMetadataEntry
+	nil,                   // 15: flotilla.v1.DesiredHints.LabelsEntry
+	nil,                   // 16: flotilla.v1.Event.AttrsEntry
+	(*Summaries)(nil),     // 17: flotilla.v1.Summaries
 }
 var file_flotilla_v1_control_proto_depIdxs = []int32{
-	11, // 0: flotilla.v1.DesiredState.director_metadata:type_name -> flotilla.v1.DesiredState.DirectorMetadataEntry
+	14, // 0: flotilla.v1.DesiredState.director_metadata:type_name -> flotilla.v1.DesiredState.DirectorMetadataEntry
 	1,  // 1: flotilla.v1.DesiredState.hints:type_name -> flotilla.v1.DesiredHints
-	12, // 2: flotilla.v1.DesiredHints.labels:type_name -> flotilla.v1.DesiredHints.LabelsEntry
+	15, // 2: flotilla.v1.DesiredHints.labels:type_name -> flotilla.v1.DesiredHints.LabelsEntry
 	3,  // 3: flotilla.v1.Command.ping:type_name -> flotilla.v1.Ping
 	4,  // 4: flotilla.v1.Command.resync:type_name -> flotilla.v1.Resync
 	5,  // 5: flotilla.v1.Command.diag:type_name -> flotilla.v1.Diag
-	8,  // 6: flotilla.v1.Telemetry.events:type_name -> flotilla.v1.Events
-	14, // 7: flotilla.v1.Telemetry.summaries:type_name -> flotilla.v1.Summaries
-	9,  // 8: flotilla.v1.Events.events:type_name -> flotilla.v1.Event
-	13, // 9: flotilla.v1.Event.attrs:type_name -> flotilla.v1.Event.AttrsEntry
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	6,  // 6: flotilla.v1.Command.support_bundle:type_name -> flotilla.v1.SupportBundle
+	11, // 7: flotilla.v1.Telemetry.events:type_name -> flotilla.v1.Events
+	17, // 8: flotilla.v1.Telemetry.summaries:type_name -> flotilla.v1.Summaries
+	12, // 9: flotilla.v1.Events.events:type_name -> flotilla.v1.Event
+	16, // 10: flotilla.v1.Event.attrs:type_name -> flotilla.v1.Event.AttrsEntry
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_control_proto_init() }
@@ -960,8 +1260,9 @@ func file_flotilla_v1_control_proto_init() {
 		(*Command_Ping)(nil),
 		(*Command_Resync)(nil),
 		(*Command_Diag)(nil),
+		(*Command_SupportBundle)(nil),
 	}
-	file_flotilla_v1_control_proto_msgTypes[7].OneofWrappers = []any{
+	file_flotilla_v1_control_proto_msgTypes[10].OneofWrappers = []any{
 		(*Telemetry_Events)(nil),
 		(*Telemetry_Summaries)(nil),
 	}
@@ -971,7 +1272,7 @@ func file_flotilla_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_control_proto_rawDesc), len(file_flotilla_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

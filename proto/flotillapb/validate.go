@@ -151,7 +151,71 @@ func (m *Command) Validate() error {
 			return errors.New("diag.level or diag.contains too long")
 		}
 	}
+	if b := m.GetSupportBundle(); b != nil {
+		if err := uploadID(b.GetUploadId()); err != nil {
+			return err
+		}
+		if b.GetChunkSize() > MaxSupportChunk {
+			return fmt.Errorf("support_bundle.chunk_size %d is over %d", b.GetChunkSize(), MaxSupportChunk)
+		}
+	}
 	return nil
+}
+
+// Limits of the support-bundle upload.
+const (
+	// MaxSupportChunk caps one SupportChunk's data.
+	MaxSupportChunk = 256 << 10
+	// MaxSupportSignature caps the detached signature on the last chunk.
+	MaxSupportSignature = 16 << 10
+	// MaxSupportChunks caps a bundle's chunk count (16 GiB at most at
+	// the largest chunk size; the control plane's size limit is lower).
+	MaxSupportChunks = 1 << 16
+)
+
+func uploadID(id string) error {
+	if err := topic.ValidID(id); err != nil {
+		return fmt.Errorf("upload_id: %w", err)
+	}
+	return nil
+}
+
+// Validate checks a support chunk: its fields in range and consistent
+// with each other. The receiver checks it against the upload's first
+// chunk and the data's digest.
+func (m *SupportChunk) Validate() error {
+	if err := uploadID(m.GetUploadId()); err != nil {
+		return err
+	}
+	if err := deviceID(m.GetDeviceId()); err != nil {
+		return err
+	}
+	switch {
+	case m.GetCount() == 0 || m.GetCount() > MaxSupportChunks:
+		return fmt.Errorf("count %d is not 1 to %d", m.GetCount(), MaxSupportChunks)
+	case m.GetIndex() >= m.GetCount():
+		return fmt.Errorf("index %d is not below count %d", m.GetIndex(), m.GetCount())
+	case len(m.GetSha256()) != 32 || len(m.GetChunkSha256()) != 32:
+		return errors.New("sha256 and chunk_sha256 must be 32 bytes")
+	case len(m.GetData()) > MaxSupportChunk:
+		return fmt.Errorf("data is %d bytes, over %d", len(m.GetData()), MaxSupportChunk)
+	case len(m.GetSignature()) > MaxSupportSignature:
+		return fmt.Errorf("signature is over %d bytes", MaxSupportSignature)
+	case m.GetTotalSize() > uint64(m.GetCount())*MaxSupportChunk:
+		return fmt.Errorf("total_size %d cannot fit %d chunks", m.GetTotalSize(), m.GetCount())
+	}
+	return nil
+}
+
+// Validate checks a support acknowledgement.
+func (m *SupportAck) Validate() error {
+	if err := uploadID(m.GetUploadId()); err != nil {
+		return err
+	}
+	if err := deviceID(m.GetDeviceId()); err != nil {
+		return err
+	}
+	return text("error", m.GetError())
 }
 
 // Validate checks a command result.

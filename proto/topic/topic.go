@@ -60,6 +60,8 @@ const (
 	ReleaseMeta   Kind = "release-meta"
 	Manifest      Kind = "bundle-manifest"
 	Progress      Kind = "progress"
+	SupportUpload Kind = "support-upload"
+	SupportAck    Kind = "support-ack"
 )
 
 // Scope says which placeholder a topic pattern has.
@@ -126,6 +128,10 @@ var Table = []Entry{
 		"the manifest's exact bytes: their SHA-256 is the TUF target hash and {bundle} that digest in hex"},
 	{Progress, PerDevice, "progress", Device, Control, 0, false, "flotilla.v1.FetchProgress", 4 * kib,
 		"a device's progress fetching and staging one bundle"},
+	{SupportUpload, PerDevice, "support-upload", Device, Control, 1, false, "flotilla.v1.SupportChunk", 320 * kib,
+		"one chunk of a support bundle the control plane asked for, paced within the telemetry budget"},
+	{SupportAck, PerDevice, "support-ack", Control, Device, 1, false, "flotilla.v1.SupportAck", 4 * kib,
+		"the next support chunk the control plane expects; done or refused"},
 }
 
 // Lookup returns the table row of a kind.

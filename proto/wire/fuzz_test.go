@@ -95,6 +95,16 @@ func FuzzAck(f *testing.F) {
 		&pb.Ack{DeviceId: "d", Epoch: "e1", Sequences: []uint64{1, 2, 3}})
 }
 
+func FuzzSupportChunk(f *testing.F) {
+	fuzzDecode(f, topic.SupportUpload, func() *pb.SupportChunk { return new(pb.SupportChunk) },
+		&pb.SupportChunk{UploadId: "u1", DeviceId: "d", Index: 1, Count: 2, TotalSize: 5, Sha256: sum32(1), ChunkSha256: sum32(2), Data: []byte("ab"), Signature: []byte("{}")})
+}
+
+func FuzzSupportAck(f *testing.F) {
+	fuzzDecode(f, topic.SupportAck, func() *pb.SupportAck { return new(pb.SupportAck) },
+		&pb.SupportAck{UploadId: "u1", DeviceId: "d", Next: 2, Done: true})
+}
+
 func sum32(b byte) []byte {
 	s := make([]byte, 32)
 	for i := range s {

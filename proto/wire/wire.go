@@ -22,7 +22,7 @@ import (
 
 // ProtocolVersion is the version of the wire protocol this build speaks;
 // docs/protocol.md has its history. Agents send it in their birth message.
-const ProtocolVersion = 2
+const ProtocolVersion = 3
 
 // MinProtocolVersion is the oldest protocol version a control plane of this
 // build still serves.

@@ -1,0 +1,358 @@
+package supportbundle_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flotilla-edge/flotilla/controlplane/supportbundle"
+	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
+	"github.com/flotilla-edge/flotilla/proto/supportsig"
+	"github.com/flotilla-edge/flotilla/proto/topic"
+	"github.com/flotilla-edge/flotilla/proto/wire"
+	"google.golang.org/protobuf/proto"
+)
+
+// acks collects what the service publishes (its acknowledgements), the
+// way a device would receive them.
+type acks struct {
+	mu  sync.Mutex
+	got []*pb.SupportAck
+	to  []string
+}
+
+func (a *acks) Publish(_ context.Context, name string, _ byte, _ bool, payload []byte) error {
+	var m pb.SupportAck
+	if err := wire.DecodeTopic(topic.SupportAck, payload, &m); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.got, a.to = append(a.got, &m), append(a.to, name)
+	return nil
+}
+
+func (a *acks) last(t *testing.T, svc *supportbundle.Service) *pb.SupportAck {
+	t.Helper()
+	svc.Close() // acks go out apart from Handle; wait for them
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.got) == 0 {
+		t.Fatal("no ack")
+	}
+	return a.got[len(a.got)-1]
+}
+
+func (a *acks) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.got)
+}
+
+type fixture struct {
+	t    *testing.T
+	dir  string
+	key  ed25519.PrivateKey
+	acks *acks
+	svc  *supportbundle.Service
+	max  int64
+}
+
+func newFixture(t *testing.T) *fixture {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	f := &fixture{t: t, dir: t.TempDir(), key: key, acks: &acks{}, max: 1 << 20}
+	f.open()
+	return f
+}
+
+func (f *fixture) open() {
+	svc, err := supportbundle.New(supportbundle.Config{Dir: f.dir, Scheme: topic.Default(), Publisher: f.acks, MaxSize: f.max,
+		DeviceKey: func(_ context.Context, id string) (ed25519.PublicKey, error) {
+			if id != "dev-a" && id != "dev-b" {
+				return nil, errors.New("unknown device")
+			}
+			return f.key.Public().(ed25519.PublicKey), nil
+		}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.svc = svc
+}
+
+// chunks cuts a bundle as an agent does, signing it with key.
+func chunks(dev, upload string, bundle []byte, size int, key ed25519.PrivateKey) []*pb.SupportChunk {
+	sum := sha256.Sum256(bundle)
+	sig, _ := json.Marshal(supportsig.Sign(bundle, key, dev, nil))
+	n := max(1, (len(bundle)+size-1)/size)
+	var out []*pb.SupportChunk
+	for i := range n {
+		data := bundle[i*size : min((i+1)*size, len(bundle))]
+		cs := sha256.Sum256(data)
+		c := &pb.SupportChunk{UploadId: upload, DeviceId: dev, Index: uint32(i), Count: uint32(n), TotalSize: uint64(len(bundle)),
+			Sha256: sum[:], ChunkSha256: cs[:], Data: data}
+		if i == n-1 {
+			c.Signature = sig
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// send publishes c on dev's upload topic; it reports whether the service
+// took it as its own.
+func (f *fixture) send(dev string, c *pb.SupportChunk) bool {
+	f.t.Helper()
+	b, err := wire.Encode(c)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return f.svc.Handle(context.Background(), topic.Default().Device(topic.SupportUpload, dev), b)
+}
+
+func random(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func (f *fixture) state(dev, id string) supportbundle.Info {
+	f.t.Helper()
+	in, err := f.svc.Get(dev, id)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return in
+}
+
+// TestUploadResumesAcrossRestart: chunks stored before the control plane
+// restarts stay stored; the device's next chunk continues the upload, and
+// the finished bundle is byte for byte the device's, signature kept.
+func TestUploadResumesAcrossRestart(t *testing.T) {
+	f := newFixture(t)
+	in, err := f.svc.Expect("dev-a", "operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := random(10_000)
+	cs := chunks("dev-a", in.ID, bundle, 4096, f.key)
+	f.send("dev-a", cs[0])
+	if a := f.acks.last(t, f.svc); a.GetNext() != 1 || a.GetDone() {
+		t.Fatalf("ack after chunk 0: %v", a)
+	}
+	f.open() // a new process over the same folder
+	f.send("dev-a", cs[1])
+	if a := f.acks.last(t, f.svc); a.GetNext() != 2 {
+		t.Fatalf("ack after the restart: %v", a)
+	}
+	f.send("dev-a", cs[2])
+	if a := f.acks.last(t, f.svc); !a.GetDone() || a.GetError() != "" {
+		t.Fatalf("last ack: %v", a)
+	}
+	got := f.state("dev-a", in.ID)
+	if got.State != supportbundle.StateReady || got.Size != int64(len(bundle)) || !strings.Contains(got.Verified, "device key") {
+		t.Fatalf("info: %+v", got)
+	}
+	file, _, sig, err := f.svc.Open("dev-a", in.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	b, _ := os.ReadFile(file.Name())
+	if string(b) != string(bundle) || !strings.Contains(string(sig), supportsig.Format) {
+		t.Fatal("the stored bundle or signature is not the device's")
+	}
+	// A resent last chunk (its ack was lost) is answered done again.
+	f.send("dev-a", cs[2])
+	if a := f.acks.last(t, f.svc); !a.GetDone() {
+		t.Fatalf("ack of a resent last chunk: %v", a)
+	}
+}
+
+// TestHostileUploads: every kind of bad chunk is refused, and what it
+// refuses leaves nothing behind but the upload's own failure record.
+func TestHostileUploads(t *testing.T) {
+	bundle := random(9000)
+	t.Run("wrong chunk hash is asked again, nothing stored", func(t *testing.T) {
+		f := newFixture(t)
+		in, _ := f.svc.Expect("dev-a", "op")
+		cs := chunks("dev-a", in.ID, bundle, 4096, f.key)
+		bad := proto.Clone(cs[0]).(*pb.SupportChunk)
+		bad.Data[0] ^= 1
+		f.send("dev-a", bad)
+		if a := f.acks.last(t, f.svc); a.GetNext() != 0 || a.GetError() != "" {
+			t.Fatalf("ack: %v", a)
+		}
+		if got := f.state("dev-a", in.ID); got.Received != 0 || got.Next != 0 || got.State != supportbundle.StateUploading {
+			t.Fatalf("info: %+v", got)
+		}
+		if _, err := os.Stat(filepath.Join(f.dir, "dev-a", in.ID+".part")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("a refused chunk left data: %v", err)
+		}
+	})
+	t.Run("oversized bundle fails the upload", func(t *testing.T) {
+		f := newFixture(t)
+		f.max = 8000
+		f.open()
+		in, _ := f.svc.Expect("dev-a", "op")
+		f.send("dev-a", chunks("dev-a", in.ID, bundle, 4096, f.key)[0])
+		if a := f.acks.last(t, f.svc); !strings.Contains(a.GetError(), "over the limit") {
+			t.Fatalf("ack: %v", a)
+		}
+		if got := f.state("dev-a", in.ID); got.State != supportbundle.StateFailed {
+			t.Fatalf("info: %+v", got)
+		}
+	})
+	t.Run("out of order is answered with the next expected", func(t *testing.T) {
+		f := newFixture(t)
+		in, _ := f.svc.Expect("dev-a", "op")
+		cs := chunks("dev-a", in.ID, bundle, 4096, f.key)
+		f.send("dev-a", cs[0])
+		f.send("dev-a", cs[2])
+		if a := f.acks.last(t, f.svc); a.GetNext() != 1 || a.GetError() != "" {
+			t.Fatalf("ack: %v", a)
+		}
+		if got := f.state("dev-a", in.ID); got.Next != 1 || got.Received != 4096 {
+			t.Fatalf("info: %+v", got)
+		}
+	})
+	t.Run("another device's ID", func(t *testing.T) {
+		f := newFixture(t)
+		in, _ := f.svc.Expect("dev-a", "op")
+		c := chunks("dev-a", in.ID, bundle, 4096, f.key)[0]
+		// Claiming dev-a on dev-b's topic: dropped, no ack at all.
+		if !f.send("dev-b", c) {
+			t.Fatal("a support chunk was not taken as one")
+		}
+		f.svc.Close()
+		if n := f.acks.count(); n != 0 {
+			t.Fatalf("%d acks to a chunk naming another device", n)
+		}
+		// dev-b sending its own chunk for dev-a's upload: no such upload.
+		f.send("dev-b", chunks("dev-b", in.ID, bundle, 4096, f.key)[0])
+		if a := f.acks.last(t, f.svc); a.GetError() == "" || f.acks.to[0] != topic.Default().Device(topic.SupportAck, "dev-b") {
+			t.Fatalf("ack: %v to %v", a, f.acks.to)
+		}
+		if got := f.state("dev-a", in.ID); got.Next != 0 || got.State != supportbundle.StateUploading {
+			t.Fatalf("dev-a's upload changed: %+v", got)
+		}
+		// And the broker never lets dev-b publish on dev-a's topic.
+		if topic.Default().DeviceMayPublish("dev-b", topic.Default().Device(topic.SupportUpload, "dev-a")) {
+			t.Fatal("the ACL lets a device publish another's support upload")
+		}
+	})
+	t.Run("a chunk disagreeing with the first fails the upload", func(t *testing.T) {
+		f := newFixture(t)
+		in, _ := f.svc.Expect("dev-a", "op")
+		cs := chunks("dev-a", in.ID, bundle, 4096, f.key)
+		f.send("dev-a", cs[0])
+		other := chunks("dev-a", in.ID, random(9000), 4096, f.key)[1]
+		f.send("dev-a", other)
+		if a := f.acks.last(t, f.svc); a.GetError() == "" {
+			t.Fatalf("ack: %v", a)
+		}
+		got := f.state("dev-a", in.ID)
+		if got.State != supportbundle.StateFailed {
+			t.Fatalf("info: %+v", got)
+		}
+		if _, err := os.Stat(filepath.Join(f.dir, "dev-a", in.ID+".part")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("a failed upload left its data: %v", err)
+		}
+	})
+	t.Run("signed by another key", func(t *testing.T) {
+		f := newFixture(t)
+		in, _ := f.svc.Expect("dev-a", "op")
+		_, other, _ := ed25519.GenerateKey(rand.Reader)
+		for _, c := range chunks("dev-a", in.ID, bundle, 4096, other) {
+			f.send("dev-a", c)
+		}
+		if a := f.acks.last(t, f.svc); !strings.Contains(a.GetError(), "not trusted") {
+			t.Fatalf("ack: %v", a)
+		}
+		if _, _, _, err := f.svc.Open("dev-a", in.ID); !errors.Is(err, supportbundle.ErrNotReady) {
+			t.Fatalf("open a refused bundle: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(f.dir, "dev-a", in.ID+".tar.gz")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("a refused bundle was kept: %v", err)
+		}
+	})
+	t.Run("malformed and unasked", func(t *testing.T) {
+		f := newFixture(t)
+		name := topic.Default().Device(topic.SupportUpload, "dev-a")
+		if !f.svc.Handle(context.Background(), name, []byte("\xff\xff garbage")) {
+			t.Fatal("garbage on the upload topic not taken")
+		}
+		f.send("dev-a", chunks("dev-a", "nobody-asked", bundle, 4096, f.key)[0])
+		if a := f.acks.last(t, f.svc); !strings.Contains(a.GetError(), "no such upload") {
+			t.Fatalf("ack: %v", a)
+		}
+		if f.svc.Handle(context.Background(), topic.Default().Device(topic.Heartbeat, "dev-a"), nil) {
+			t.Fatal("took another topic's message")
+		}
+	})
+	t.Run("path-hostile names", func(t *testing.T) {
+		f := newFixture(t)
+		for _, id := range []string{"../../etc", "..", "a/b", ""} {
+			if _, err := f.svc.Get("dev-a", id); !errors.Is(err, supportbundle.ErrNotFound) {
+				t.Errorf("Get(%q): %v", id, err)
+			}
+			if _, err := f.svc.List(id); err == nil && id != "" {
+				t.Errorf("List(%q) accepted", id)
+			}
+		}
+		if _, err := f.svc.Expect("../x", "op"); !errors.Is(err, supportbundle.ErrInvalid) {
+			t.Errorf("Expect: %v", err)
+		}
+	})
+}
+
+// TestExpireAndKeep: an idle upload is failed; only the newest bundles
+// of a device are kept.
+func TestExpireAndKeep(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	a := &acks{}
+	svc, err := supportbundle.New(supportbundle.Config{Dir: t.TempDir(), Scheme: topic.Default(), Publisher: a, Keep: 2, Idle: time.Hour,
+		Now:       func() time.Time { return now },
+		DeviceKey: func(context.Context, string) (ed25519.PublicKey, error) { return key.Public().(ed25519.PublicKey), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 3 {
+		now = now.Add(time.Minute)
+		in, _ := svc.Expect("dev-a", "op")
+		for _, c := range chunks("dev-a", in.ID, random(100), 4096, key) {
+			b, _ := wire.Encode(c)
+			svc.Handle(context.Background(), topic.Default().Device(topic.SupportUpload, "dev-a"), b)
+		}
+		ids = append(ids, in.ID)
+	}
+	idle, _ := svc.Expect("dev-a", "op")
+	now = now.Add(2 * time.Hour)
+	if n := svc.Expire(); n != 1 {
+		t.Fatalf("expired %d, want 1", n)
+	}
+	list, _ := svc.List("dev-a")
+	var ready []string
+	for _, in := range list {
+		if in.State == supportbundle.StateReady {
+			ready = append(ready, in.ID)
+		}
+		if in.ID == idle.ID && in.State != supportbundle.StateFailed {
+			t.Errorf("idle upload: %+v", in)
+		}
+	}
+	if len(ready) != 2 || ready[0] != ids[2] || ready[1] != ids[1] {
+		t.Fatalf("kept %v of %v", ready, ids)
+	}
+	svc.Close()
+}
