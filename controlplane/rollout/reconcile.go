@@ -26,6 +26,11 @@ type Device struct {
 	// back is rolled back only on a report that answers the withdrawal.
 	DesiredRevision  uint64
 	ReportedRevision uint64
+	// Unreported is set for a device whose state is unknown: it never
+	// reported, or the caller lost its report. It is neither assigned nor
+	// sorted (a device already skipped stays skipped) until it reports;
+	// the rollout's devices are judged as by a report of nothing.
+	Unreported bool
 }
 
 // Input is everything one reconciliation looks at. The reconciler reads
@@ -140,6 +145,9 @@ func (r *reconciler) observe() {
 		d := r.devices[id]
 		ds := r.st.Devices[id]
 		if ds == nil || ds.Phase == DeviceIncompatible || ds.Phase == DeviceSkipped {
+			if d.Unreported {
+				continue
+			}
 			r.classify(d, ds)
 			continue
 		}
@@ -186,10 +194,13 @@ func (r *reconciler) selfRollback(m *pb.ModelState, ds *DeviceState) (string, bo
 	}
 	le := m.GetLastError()
 	// The agent's own words (agent/lifecycle): "release N rejected: …",
-	// "release N rolled back: …".
+	// "release N rolled back: …", maybe after what the installer says
+	// ("staged in slot b; activation: …; release N rejected: …").
 	prefix := fmt.Sprintf("release %d ", r.release)
-	if strings.HasPrefix(le, prefix+"rejected") || strings.HasPrefix(le, prefix+"rolled back") {
-		return le, true
+	for part := range strings.SplitSeq(le, "; ") {
+		if strings.HasPrefix(part, prefix+"rejected") || strings.HasPrefix(part, prefix+"rolled back") {
+			return le, true
+		}
 	}
 	if m.GetRollbacks() > ds.RollbacksAtAssign {
 		if le == "" {

@@ -139,6 +139,7 @@ func (r *rolloutService) reconcile(ctx context.Context, id string) error {
 		return err
 	}
 	res := rollout.Reconcile(in)
+	r.s.metrics.Add("rollout_passes", 1)
 	r.gates[id] = res.Gates
 	a := rolloutAssigner{r.s.delivery}
 	if !res.State.Equal(rec.State) || len(res.Decisions) > 0 {
@@ -233,16 +234,19 @@ func (r *rolloutService) input(ctx context.Context, rec *rollout.Record, now tim
 }
 
 // device is what the reconciler knows of d: its labels, facts (from its
-// birth) and reported state of model.
+// birth), reported state of model, the revision of its latest desired
+// state and the one its latest report answers.
 func (r *rolloutService) device(d store.Device, model string) rollout.Device {
-	out := rollout.Device{ID: d.ID, Labels: d.Labels, Online: d.Online, Decommissioned: !d.Active()}
+	out := rollout.Device{ID: d.ID, Labels: d.Labels, Online: d.Online, Decommissioned: !d.Active(), DesiredRevision: d.DesiredRevision}
 	if len(d.Facts) > 0 {
 		var f pb.Facts
 		if err := wire.Decode(d.Facts, len(d.Facts), &f); err == nil {
 			out.Facts = &f
 		}
 	}
-	for _, m := range r.s.ReportedModels(d.ID) {
+	models, rev, ok := r.s.delivery.progress.reported(d.ID)
+	out.ReportedRevision, out.Unreported = rev, !ok
+	for _, m := range models {
 		if m.GetName() == model {
 			out.Model = m
 		}
@@ -302,19 +306,19 @@ func (a rolloutAssigner) Assign(ctx context.Context, device, model string, rel u
 }
 
 // Rollback implements rollout.Assigner: it assigns rel, or withdraws the
-// device's assignment of model when rel is 0.
+// device's assignment of model when rel is 0. Either way the device gets a
+// desired state of a new revision, even when there was nothing to
+// withdraw: the scheduler counts it back only on a report answering a
+// revision after the one it had when sent back.
 func (a rolloutAssigner) Rollback(ctx context.Context, device, model string, rel uint64) error {
 	if rel != 0 {
 		_, err := a.d.assignRelease(ctx, device, model, rel)
 		return err
 	}
-	had, err := a.d.assigned.remove(device, model)
-	if err != nil {
+	if _, err := a.d.assigned.remove(device, model); err != nil {
 		return err
 	}
-	if had {
-		a.d.s.registry.PublishDesired(ctx, device)
-	}
+	a.d.s.registry.PublishDesired(ctx, device)
 	return nil
 }
 

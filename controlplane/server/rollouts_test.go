@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"expvar"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -221,7 +222,7 @@ func TestRolloutThroughServer(t *testing.T) {
 // startRolloutAgent is startModelAgent with the host's facts: the agent
 // lists the ONNX runtime (its plugin folder) in them by itself, which the
 // rollout's preflight asks for.
-func startRolloutAgent(t *testing.T, o operator, id, dataDir, token string) {
+func startRolloutAgent(t *testing.T, o operator, id, dataDir, token string) (stop func()) {
 	t.Helper()
 	a, err := agent.New(agent.Config{DataDir: dataDir, DeviceID: id, ServerURL: o.srv.APIURL(), EnrolToken: token,
 		CAFingerprint: o.srv.CAFingerprint(), MQTTURL: o.srv.MQTTURL(), HeartbeatInterval: time.Second, Version: "rollouts-test",
@@ -241,8 +242,11 @@ func startRolloutAgent(t *testing.T, o operator, id, dataDir, token string) {
 			t.Errorf("agent run: %v", err)
 		}
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
 	eventually(t, "agent connected", func() bool { return a.Status().State == agent.StateConnected })
+	return stop
 }
 
 func mustRead(t *testing.T, name string) []byte {
@@ -332,5 +336,109 @@ func TestRolloutAPIRefusals(t *testing.T) {
 	audit, err := viewer.RolloutAudit(ctx, v.ID, 0)
 	if err != nil || len(audit) != 1 || audit[0].Action != "rollout.create" {
 		t.Errorf("audit after refusals: %+v %v", audit, err)
+	}
+}
+
+// passes is how many rollout passes srv has run.
+func passes(srv *server.Server) int64 {
+	v, ok := srv.Metrics().Get("rollout_passes").(*expvar.Int)
+	if !ok {
+		return 0
+	}
+	return v.Value()
+}
+
+// rejectingGolden makes a digits release whose golden check fails.
+func rejectingGolden(t *testing.T) func(dir string) {
+	return func(d string) {
+		bad := strings.Repeat("[1,0,0,0,0,0,0,0,0,0],", 3) + "[1,0,0,0,0,0,0,0,0,0]"
+		if err := os.WriteFile(filepath.Join(d, "golden", "probabilities.json"), []byte("["+bad+"]"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestRolloutRollbackAwaitsTheDevice: a canary that refused the release
+// (so it still reports its previous one) is sent back by an abort while
+// it is switched off. Its last report shows the previous release active,
+// but answers the desired state from before it was sent back, so through
+// every pass until it returns the device stays rolling back, and the
+// rollout with it; once it reconnects and answers the new desired state
+// it counts as rolled back. (Before the server supplied revisions, the
+// abort's own pass counted it back.)
+func TestRolloutRollbackAwaitsTheDevice(t *testing.T) {
+	dir := t.TempDir()
+	keys := operatorKeys(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	srv, err := server.New(ctx, server.Config{DataDir: dir, Listen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0", Version: "test",
+		WaveDelay: 200 * time.Millisecond, Logger: testLogger(t), Rollouts: server.RolloutConfig{Every: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
+	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op.release(digitsSource(t, "1", nil), "1")
+	op.release(digitsSource(t, "2", rejectingGolden(t)), "2")
+
+	c := adminClient(t, srv, dir)
+	et, err := c.CreateEnrolToken(context.Background(), api.EnrolTokenRequest{Name: "dev-0", MaxUses: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentDir := filepath.Join(t.TempDir(), "dev-0")
+	stop := startRolloutAgent(t, op, "dev-0", agentDir, et.Token)
+	op.run("devices", "assign", "dev-0", "digits", "1")
+	eventually(t, "release 1 active", func() bool { return reportedDigits(srv, "dev-0").GetActiveRelease() == 1 })
+
+	v, err := c.CreateRollout(context.Background(), []byte("bundle: {model: digits, release: 2}\nstages: [{count: 1}, {percent: 100}]\n"+
+		"gates: {window: 1m, rollbacks: {max: 0}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last api.RolloutView
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last view: %+v; dev-0 reports %v", last, reportedDigits(srv, "dev-0"))
+		}
+	})
+	eventually(t, "the refusal paused the rollout", func() bool {
+		v, err := c.Rollout(context.Background(), v.ID, true)
+		last = v
+		return err == nil && v.Phase == "paused" && v.Devices["failed"] == 1
+	})
+	if m := reportedDigits(srv, "dev-0"); m.GetActiveRelease() != 1 || !strings.Contains(m.GetLastError(), "release 2 rejected") {
+		t.Fatalf("dev-0 reports %v", m)
+	}
+	stop()
+
+	aborted, err := c.RolloutAction(context.Background(), v.ID, "abort", "refused on the canary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if aborted.Phase != "rolling_back" {
+		t.Fatalf("after the abort: %+v", aborted)
+	}
+	from := passes(srv)
+	eventually(t, "ten passes after the abort", func() bool { return passes(srv) >= from+10 })
+	v, err = c.Rollout(context.Background(), v.ID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Phase != "rolling_back" || len(v.DeviceStates) != 1 || v.DeviceStates[0].Phase != "rolling_back" || v.DeviceStates[0].RollbackTo != 1 {
+		t.Fatalf("with the device away, after ten passes: %+v", v)
+	}
+	if m := reportedDigits(srv, "dev-0"); m.GetActiveRelease() != 1 {
+		t.Fatalf("dev-0's last report changed while it was away: %v", m)
+	}
+
+	startRolloutAgent(t, op, "dev-0", agentDir, "")
+	eventually(t, "rolled back once the device answered", func() bool {
+		v, err := c.Rollout(context.Background(), v.ID, false)
+		return err == nil && v.Phase == "rolled_back" && v.Devices["rolled_back"] == 1
+	})
+	if m := reportedDigits(srv, "dev-0"); m.GetActiveRelease() != 1 {
+		t.Fatalf("dev-0 reports %v", m)
 	}
 }
