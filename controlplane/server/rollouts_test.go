@@ -3,6 +3,9 @@ package server_test
 import (
 	"context"
 	"expvar"
+	"fmt"
+	"net"
+	"sync/atomic"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,22 +25,25 @@ import (
 	"github.com/flotilla-edge/flotilla/proto/wire"
 )
 
-// reportTelemetry stores, every 100 ms until the test ends, one window
-// summary for each device reporting a digits release active, as the
-// telemetry ingest stores what agents send. (The agents here serve no
-// inference requests, so they have nothing to summarise themselves.)
-func reportTelemetry(t *testing.T, srv *server.Server, ids []string) {
+// reportTelemetry stores, every 100 ms until the test ends or stop is
+// called, one window summary for each device reporting a digits release
+// active, as the telemetry ingest stores what agents send, timed by now.
+// (The agents here serve no inference requests, so they have nothing to
+// summarise themselves.)
+func reportTelemetry(t *testing.T, srv *server.Server, ids []string, now func() time.Time) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	stop = func() { cancel(); wg.Wait() }
+	t.Cleanup(stop)
+	epoch := fmt.Sprintf("e%d", now().UnixNano())
 	go func() {
 		defer wg.Done()
 		seq := uint64(0)
 		for ctx.Err() == nil {
 			seq++
 			var msgs []store.TelemetryMessage
-			now := time.Now().UnixMilli()
+			now := now().UnixMilli()
 			for _, id := range ids {
 				rel := reportedDigits(srv, id).GetActiveRelease()
 				if rel == 0 {
@@ -49,8 +55,8 @@ func reportTelemetry(t *testing.T, srv *server.Server, ids []string) {
 					t.Error(err)
 					return
 				}
-				msgs = append(msgs, store.TelemetryMessage{DeviceID: id, Epoch: "e1", Sequence: seq, ReceivedAt: now,
-					Summaries: []store.StoredSummary{{DeviceID: id, Epoch: "e1", Sequence: seq, Model: "digits", Release: rel,
+				msgs = append(msgs, store.TelemetryMessage{DeviceID: id, Epoch: epoch, Sequence: seq, ReceivedAt: now,
+					Summaries: []store.StoredSummary{{DeviceID: id, Epoch: epoch, Sequence: seq, Model: "digits", Release: rel,
 						Slot: "a", StartMs: now - 50, EndMs: now, Requests: 500, Payload: b}}})
 			}
 			if len(msgs) > 0 {
@@ -65,6 +71,7 @@ func reportTelemetry(t *testing.T, srv *server.Server, ids []string) {
 			}
 		}
 	}()
+	return stop
 }
 
 // TestRolloutThroughServer runs staged rollouts over real agents running
@@ -110,7 +117,7 @@ func TestRolloutThroughServer(t *testing.T) {
 		}
 		startRolloutAgent(t, op, id, filepath.Join(t.TempDir(), id), et.Token)
 	}
-	reportTelemetry(t, srv, ids)
+	reportTelemetry(t, srv, ids, time.Now)
 
 	spec := filepath.Join(t.TempDir(), "rollout.yaml")
 	write := func(s string) {
@@ -440,5 +447,173 @@ func TestRolloutRollbackAwaitsTheDevice(t *testing.T) {
 	})
 	if m := reportedDigits(srv, "dev-0"); m.GetActiveRelease() != 1 {
 		t.Fatalf("dev-0 reports %v", m)
+	}
+}
+
+// freeAddr is a loopback address free for a listener now.
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// within is eventually with a longer wait, for agents that reconnect with
+// backoff.
+func within(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRolloutAcrossRestart stops the control plane mid-rollout and starts
+// it again on the same data folder and addresses: the canary has committed
+// and bakes for an hour when it stops; it starts again an hour later (its
+// clock moved on), knows from the store what each device last reported,
+// finishes the rollout once the agents are back, and switches every device
+// exactly once (one assignment each in the audit trail).
+func TestRolloutAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	keys := operatorKeys(t, dir)
+	var offset atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	apiAddr, mqttAddr := freeAddr(t), freeAddr(t)
+	start := func() *server.Server {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		srv, err := server.New(ctx, server.Config{DataDir: dir, Listen: apiAddr, MQTTListen: mqttAddr, Version: "test", Now: now,
+			WaveDelay: 200 * time.Millisecond, Logger: testLogger(t), Rollouts: server.RolloutConfig{Every: 100 * time.Millisecond}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		return srv
+	}
+	srv := start()
+	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
+	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op.release(digitsSource(t, "1", func(dir string) {
+		toml := filepath.Join(dir, "bundle.toml")
+		b := mustRead(t, toml)
+		if err := os.WriteFile(toml, []byte(strings.Replace(string(b), `duration = "10m"`, `duration = "1s"`, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}), "1")
+	c := adminClient(t, srv, dir)
+	ids := []string{"dev-0", "dev-1", "dev-2"}
+	for _, id := range ids {
+		et, err := c.CreateEnrolToken(context.Background(), api.EnrolTokenRequest{Name: id, MaxUses: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		startRolloutAgent(t, op, id, filepath.Join(t.TempDir(), id), et.Token)
+	}
+	// dev-3 runs release 1 already: the rollout skips it, before the
+	// restart and after.
+	et, err := c.CreateEnrolToken(context.Background(), api.EnrolTokenRequest{Name: "dev-3", MaxUses: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRolloutAgent(t, op, "dev-3", filepath.Join(t.TempDir(), "dev-3"), et.Token)
+	op.run("devices", "assign", "dev-3", "digits", "1")
+	eventually(t, "dev-3 runs release 1", func() bool { return reportedDigits(srv, "dev-3").GetActiveRelease() == 1 })
+	stopTelemetry := reportTelemetry(t, srv, ids, now)
+
+	v, err := c.CreateRollout(context.Background(), []byte("bundle: {model: digits, release: 1}\n"+
+		"stages: [{name: canary, count: 1, bake: 1h}, {percent: 100}]\ngates: {window: 1m, min_devices_reporting: 1}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last api.RolloutView
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last view: %+v", last)
+		}
+	})
+	eventually(t, "canary committed", func() bool {
+		last, err = c.Rollout(context.Background(), v.ID, true)
+		return err == nil && last.Devices["committed"] == 1
+	})
+	if last.Phase != "running" || last.Stage != 0 || len(last.DeviceStates) != 2 || last.Devices["skipped"] != 1 {
+		t.Fatalf("before the restart: %+v", last)
+	}
+	canary := last.DeviceStates[0].Device
+	if canary == "dev-3" {
+		canary = last.DeviceStates[1].Device
+	}
+
+	stopTelemetry()
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	offset.Store(int64(time.Hour + time.Minute))
+	srv = start()
+	// What each device last reported is in the store, not only in the
+	// stopped process: the canary runs release 1, the others nothing.
+	reps, err := srv.Store().ListReports(context.Background(), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reps) != len(ids)+1 {
+		t.Fatalf("stored reports after the restart: %d, want %d", len(reps), len(ids)+1)
+	}
+	for _, r := range reps {
+		var rs pb.ReportedState
+		if err := wire.Decode(r.Payload, len(r.Payload), &rs); err != nil {
+			t.Fatal(err)
+		}
+		active := uint64(0)
+		for _, m := range rs.GetModels() {
+			if m.GetName() == "digits" {
+				active = m.GetActiveRelease()
+			}
+		}
+		if want := map[bool]uint64{true: 1, false: 0}[r.DeviceID == canary || r.DeviceID == "dev-3"]; active != want || r.DesiredRevision == 0 {
+			t.Errorf("stored report of %s: release %d active at revision %d, want release %d", r.DeviceID, active, r.DesiredRevision, want)
+		}
+	}
+	c = adminClient(t, srv, dir)
+	reportTelemetry(t, srv, ids, now)
+	within(t, time.Minute, "rollout completed after the restart", func() bool {
+		last, err = c.Rollout(context.Background(), v.ID, true)
+		return err == nil && last.Phase == "completed" && last.Devices["committed"] == len(ids)
+	})
+	if last.Devices["skipped"] != 1 {
+		t.Errorf("dev-3 is no longer skipped: %+v", last.DeviceStates)
+	}
+	for _, id := range ids {
+		if m := reportedDigits(srv, id); m.GetActiveRelease() != 1 {
+			t.Errorf("%s reports %v", id, m)
+		}
+	}
+	audit, err := c.RolloutAudit(context.Background(), v.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assigned := map[string]int{}
+	actions := map[string]int{}
+	for _, e := range audit {
+		actions[e.Action]++
+		if e.Action == "rollout.assign" {
+			assigned[strings.Fields(e.Detail)[1]]++
+		}
+	}
+	if assigned["dev-3"] != 0 {
+		t.Errorf("dev-3, already on release 1, assigned %d times", assigned["dev-3"])
+	}
+	for _, id := range ids {
+		if assigned[id] != 1 {
+			t.Errorf("%s assigned %d times: %v", id, assigned[id], audit)
+		}
+	}
+	if actions["rollout.advance"] != 1 || actions["rollout.complete"] != 1 {
+		t.Errorf("audit actions %v", actions)
 	}
 }
