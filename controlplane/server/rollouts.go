@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-edge/flotilla/controlplane/api"
@@ -198,6 +199,9 @@ func (r *rolloutService) input(ctx context.Context, rec *rollout.Record, now tim
 			in.Previous[ds.From] = pm
 		}
 	}
+	if spec.Bundle.RollbackRelease == 0 {
+		in.Rereleases = r.s.delivery.rereleases(spec.Bundle.Model, spec.Bundle.Release, rec.State)
+	}
 	var labels []map[string]string
 	opts := store.ListOptions{Selector: spec.Selector.Labels, Limit: 1000}
 	for {
@@ -288,6 +292,71 @@ func (d *deliveryService) manifestOf(model string, rel uint64) (*pb.BundleManife
 		}
 	}
 	return nil, fmt.Errorf("%w: model %s release %d is not in the release repository", registry.ErrNotFound, model, rel)
+}
+
+// rereleases finds, for each release the devices of st ran before, a
+// re-release of its content above release (rollout.Input.Rereleases): the
+// lowest counter the release repository lists whose uploaded manifest is
+// that release's but for the counter and display version (what flotctl
+// bundle rerelease makes).
+func (d *deliveryService) rereleases(model string, release uint64, st rollout.State) map[uint64]uint64 {
+	want := map[uint64]bool{}
+	for _, ds := range st.Devices {
+		if ds.From != 0 && ds.From < release {
+			want[ds.From] = true
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	targets, err := d.trust.Targets()
+	if err != nil {
+		return nil
+	}
+	content := func(tf *metadata.TargetFiles) *pb.BundleManifest {
+		_, m, err := d.store.Manifest(targetDigest(tf))
+		if err != nil {
+			return nil
+		}
+		c := proto.Clone(m).(*pb.BundleManifest)
+		c.Release, c.Version = 0, ""
+		return c
+	}
+	var above []*metadata.TargetFiles
+	old := map[uint64]*pb.BundleManifest{}
+	for _, tf := range targets {
+		c, ok := releaseCustom(tf)
+		if !ok || c.Model != model {
+			continue
+		}
+		switch {
+		case c.ReleaseCounter > release:
+			above = append(above, tf)
+		case want[c.ReleaseCounter]:
+			if m := content(tf); m != nil {
+				old[c.ReleaseCounter] = m
+			}
+		}
+	}
+	sort.Slice(above, func(i, j int) bool {
+		a, _ := releaseCustom(above[i])
+		b, _ := releaseCustom(above[j])
+		return a.ReleaseCounter < b.ReleaseCounter
+	})
+	out := map[uint64]uint64{}
+	for _, tf := range above {
+		m := content(tf)
+		if m == nil {
+			continue
+		}
+		c, _ := releaseCustom(tf)
+		for from, om := range old {
+			if _, done := out[from]; !done && proto.Equal(m, om) {
+				out[from] = c.ReleaseCounter
+			}
+		}
+	}
+	return out
 }
 
 // rolloutAssigner is rollout.Assigner over the bundle delivery: the

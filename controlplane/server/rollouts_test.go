@@ -2,15 +2,16 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"expvar"
 	"fmt"
 	"net"
-	"sync/atomic"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,19 +95,9 @@ func TestRolloutThroughServer(t *testing.T) {
 	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
 	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
 	// Probation of a second, not ten minutes: the rollout waits for it.
-	shortProbation := func(dir string) {
-		toml := filepath.Join(dir, "bundle.toml")
-		b, err := os.ReadFile(toml)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(toml, []byte(strings.Replace(string(b), `duration = "10m"`, `duration = "1s"`, 1)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	op.release(digitsSource(t, "1", shortProbation), "1")
-	op.release(digitsSource(t, "2", shortProbation), "2")
-	op.release(digitsSource(t, "3", shortProbation), "3") // release 1's content, to roll back to
+	op.release(digitsSource(t, "1", shortProbation(t)), "1")
+	op.release(digitsSource(t, "2", shortProbation(t)), "2")
+	op.release(digitsSource(t, "3", shortProbation(t)), "3") // release 1's content, to roll back to
 
 	c := adminClient(t, srv, dir)
 	ids := []string{"dev-0", "dev-1", "dev-2"}
@@ -499,13 +490,7 @@ func TestRolloutAcrossRestart(t *testing.T) {
 	srv := start()
 	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
 	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
-	op.release(digitsSource(t, "1", func(dir string) {
-		toml := filepath.Join(dir, "bundle.toml")
-		b := mustRead(t, toml)
-		if err := os.WriteFile(toml, []byte(strings.Replace(string(b), `duration = "10m"`, `duration = "1s"`, 1)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}), "1")
+	op.release(digitsSource(t, "1", shortProbation(t)), "1")
 	c := adminClient(t, srv, dir)
 	ids := []string{"dev-0", "dev-1", "dev-2"}
 	for _, id := range ids {
@@ -615,5 +600,105 @@ func TestRolloutAcrossRestart(t *testing.T) {
 	}
 	if actions["rollout.advance"] != 1 || actions["rollout.complete"] != 1 {
 		t.Errorf("audit actions %v", actions)
+	}
+}
+
+// shortProbation edits a digits source for a probation of a second, not
+// ten minutes.
+func shortProbation(t *testing.T) func(dir string) {
+	return func(dir string) {
+		toml := filepath.Join(dir, "bundle.toml")
+		b := mustRead(t, toml)
+		if err := os.WriteFile(toml, []byte(strings.Replace(string(b), `duration = "10m"`, `duration = "1s"`, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestRolloutAbortWithoutRollbackRelease: a spec without
+// bundle.rollback_release, aborted after both canaries committed. dev-0
+// ran release 1 before: it cannot install the lower counter again, so it
+// is sent to release 3, which the operator re-released from release 1
+// (flotctl bundle rerelease), and ends there. dev-1 ran nothing before:
+// its assignment is withdrawn and, since it runs release 2 with nothing to
+// go back to, it is listed stranded. The rollout ends rolled back.
+func TestRolloutAbortWithoutRollbackRelease(t *testing.T) {
+	dir := t.TempDir()
+	keys := operatorKeys(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	srv, err := server.New(ctx, server.Config{DataDir: dir, Listen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0", Version: "test",
+		WaveDelay: 200 * time.Millisecond, Logger: testLogger(t), Rollouts: server.RolloutConfig{Every: 100 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
+	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	src1 := digitsSource(t, "1", shortProbation(t))
+	op.release(src1, "1")
+	op.release(digitsSource(t, "2", shortProbation(t)), "2")
+	c := adminClient(t, srv, dir)
+	ids := []string{"dev-0", "dev-1"}
+	for _, id := range ids {
+		et, err := c.CreateEnrolToken(context.Background(), api.EnrolTokenRequest{Name: id, MaxUses: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		startRolloutAgent(t, op, id, filepath.Join(t.TempDir(), id), et.Token)
+	}
+	op.run("devices", "assign", "dev-0", "digits", "1")
+	eventually(t, "dev-0 runs release 1", func() bool {
+		return reportedDigits(srv, "dev-0").GetActiveRelease() == 1 && reportedDigits(srv, "dev-0").GetHealth() == pb.ModelState_HEALTH_HEALTHY
+	})
+	reportTelemetry(t, srv, ids, time.Now)
+
+	v, err := c.CreateRollout(context.Background(), []byte("bundle: {model: digits, release: 2}\n"+
+		"stages: [{name: canary, count: 2, bake: 1h}, {percent: 100}]\ngates: {window: 1m, min_devices_reporting: 1}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last api.RolloutView
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last view: %+v", last)
+		}
+	})
+	eventually(t, "both canaries committed release 2", func() bool {
+		last, err = c.Rollout(context.Background(), v.ID, true)
+		return err == nil && last.Devices["committed"] == 2
+	})
+
+	out := op.run("-json", "bundle", "rerelease", "digits", "1", "-keys", keys, "-store", src1+".bundle")
+	var rr struct {
+		Release uint64 `json:"release"`
+		Digest  string `json:"digest"`
+	}
+	if err := json.Unmarshal([]byte(out), &rr); err != nil || rr.Release != 3 {
+		t.Fatalf("rerelease: %v: %s", err, out)
+	}
+	op.run("release", "push", "-keys", keys)
+	op.run("bundle", "push", "-store", src1+".bundle", rr.Digest)
+
+	op.run("rollout", "abort", v.ID, "-reason", "test")
+	eventually(t, "rolled back", func() bool {
+		last, err = c.Rollout(context.Background(), v.ID, true)
+		return err == nil && last.Phase == "rolled_back"
+	})
+	got := map[string]api.RolloutDeviceView{}
+	for _, d := range last.DeviceStates {
+		got[d.Device] = d
+	}
+	if d := got["dev-0"]; d.Phase != "rolled_back" || d.From != 1 || d.RollbackTo != 3 {
+		t.Errorf("dev-0: %+v, want rolled back to the re-release 3", d)
+	}
+	if d := got["dev-1"]; d.Phase != "stranded" || d.From != 0 || !strings.Contains(d.Reason, "nothing to go back to") {
+		t.Errorf("dev-1: %+v, want stranded", d)
+	}
+	if m := reportedDigits(srv, "dev-0"); m.GetActiveRelease() != 3 {
+		t.Errorf("dev-0 reports %v, want release 3 active", m)
+	}
+	if m := reportedDigits(srv, "dev-1"); m.GetActiveRelease() != 2 {
+		t.Errorf("dev-1 reports %v", m)
 	}
 }
