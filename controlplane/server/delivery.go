@@ -398,7 +398,8 @@ func (d *deliveryService) handle(name string, payload []byte) bool {
 	case topic.Reported:
 		var r pb.ReportedState
 		if len(payload) > 0 && wire.DecodeTopic(topic.Reported, payload, &r) == nil && r.GetDeviceId() == id {
-			d.progress.report(id, &r, payload, d.s.cfg.Now())
+			before, known := d.progress.report(id, &r, payload, d.s.cfg.Now())
+			d.s.alerts.reported(id, before, r.GetModels(), known, d.s.cfg.Now())
 		}
 		return false // the registry takes it in too
 	case topic.ChunkRequest:
@@ -582,16 +583,20 @@ func newProgressBook() *progressBook {
 		revisions: map[string]uint64{}, unsaved: map[string]store.DeviceReport{}}
 }
 
-// report takes in device's reported state r, received at at as payload.
-func (b *progressBook) report(device string, r *pb.ReportedState, payload []byte, at time.Time) {
+// report takes in device's reported state r, received at at as payload;
+// it returns the models the device reported before, and whether it had.
+func (b *progressBook) report(device string, r *pb.ReportedState, payload []byte, at time.Time) (before []*pb.ModelState, known bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	before = b.models[device]
+	_, known = b.revisions[device]
 	b.models[device] = r.GetModels()
 	b.revisions[device] = r.GetDesiredRevision()
 	if len(payload) <= store.MaxReportBytes {
 		b.unsaved[device] = store.DeviceReport{DeviceID: device, DesiredRevision: r.GetDesiredRevision(), ReceivedAt: at.UnixMilli(),
 			Payload: append([]byte(nil), payload...)}
 	}
+	return before, known
 }
 
 // reported is device's latest reported state: its models and the desired
