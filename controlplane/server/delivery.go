@@ -690,6 +690,13 @@ func (d *deliveryService) persistReports(ctx context.Context) {
 	}
 }
 
+// ReportedRevision is the desired revision the device's latest reported
+// state answers; ok is false when it has reported nothing.
+func (s *Server) ReportedRevision(device string) (rev uint64, ok bool) {
+	_, rev, ok = s.delivery.progress.reported(device)
+	return rev, ok
+}
+
 // ReportedModels is what the device last reported of its models: staged
 // bundles and refusals (agent/install), and what runs.
 func (s *Server) ReportedModels(device string) []*pb.ModelState {

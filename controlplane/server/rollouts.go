@@ -62,6 +62,7 @@ type rolloutService struct {
 	mu        sync.Mutex
 	gates     map[string][]rollout.Evaluation // latest pass's, by rollout
 	lastRetry map[string]time.Time
+	nudged    map[string]time.Time // unreported devices sent their desired state again, when
 }
 
 var (
@@ -73,7 +74,8 @@ func (s *Server) openRollouts() {
 	c := s.cfg.Rollouts
 	c.Every = cmp.Or(c.Every, DefaultRolloutEvery)
 	c.RetryEvery = cmp.Or(c.RetryEvery, DefaultRolloutRetry)
-	s.rollouts = &rolloutService{s: s, cfg: c, gates: map[string][]rollout.Evaluation{}, lastRetry: map[string]time.Time{}}
+	s.rollouts = &rolloutService{s: s, cfg: c, gates: map[string][]rollout.Evaluation{}, lastRetry: map[string]time.Time{},
+		nudged: map[string]time.Time{}}
 }
 
 // start runs the scheduler loop until the server closes.
@@ -153,6 +155,7 @@ func (r *rolloutService) reconcile(ctx context.Context, id string) error {
 		}
 		r.s.alerts.rolloutDecisions(rec, decisions, now)
 	}
+	r.nudge(ctx, in.Devices, now)
 	if last := r.lastRetry[id]; now.Sub(last) >= r.cfg.RetryEvery {
 		if !last.IsZero() {
 			if err := rollout.Retry(ctx, a, rec.Spec, rec.State, now.Add(-r.cfg.RetryEvery).UnixMilli()); err != nil {
@@ -162,6 +165,29 @@ func (r *rolloutService) reconcile(ctx context.Context, id string) error {
 		r.lastRetry[id] = now
 	}
 	return nil
+}
+
+// nudge publishes the desired state again, under a new revision, to each
+// online device the rollout holds back because it never reported (at
+// most once per RetryEvery): an agent reports on accepting a desired
+// state, and one that missed its own or whose report was lost would
+// otherwise never be judged. r.mu is held.
+func (r *rolloutService) nudge(ctx context.Context, devs []rollout.Device, now time.Time) {
+	for _, d := range devs {
+		if !d.Unreported {
+			delete(r.nudged, d.ID)
+			continue
+		}
+		if !d.Online || d.Decommissioned {
+			continue
+		}
+		if last, ok := r.nudged[d.ID]; ok && now.Sub(last) < r.cfg.RetryEvery && !now.Before(last) {
+			continue
+		}
+		r.nudged[d.ID] = now
+		r.s.registry.PublishDesired(ctx, d.ID)
+		r.s.metrics.Add("rollout_nudges", 1)
+	}
 }
 
 // carriedOut drops the assignments Execute undid (their devices are

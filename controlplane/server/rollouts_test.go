@@ -23,6 +23,7 @@ import (
 	"github.com/flotilla-edge/flotilla/controlplane/server"
 	"github.com/flotilla-edge/flotilla/controlplane/store"
 	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
+	"github.com/flotilla-edge/flotilla/proto/topic"
 	"github.com/flotilla-edge/flotilla/proto/wire"
 )
 
@@ -701,4 +702,91 @@ func TestRolloutAbortWithoutRollbackRelease(t *testing.T) {
 	if m := reportedDigits(srv, "dev-1"); m.GetActiveRelease() != 2 {
 		t.Errorf("dev-1 reports %v", m)
 	}
+}
+
+// TestRolloutNudgesSilentDevices: an online device that never reported
+// (its report lost, or it missed its desired state) is held back by a
+// rollout, which publishes its desired state again under a new revision,
+// once per RetryEvery, so that it reports; once it does, it is assigned.
+func TestRolloutNudgesSilentDevices(t *testing.T) {
+	dir := t.TempDir()
+	keys := operatorKeys(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	srv, err := server.New(ctx, server.Config{DataDir: dir, Listen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0", Version: "test",
+		Logger: testLogger(t), Rollouts: server.RolloutConfig{Every: 50 * time.Millisecond, RetryEvery: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
+	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op.release(digitsSource(t, "1", nil), "1")
+	admin := adminClient(t, srv, dir)
+	et, err := admin.CreateEnrolToken(context.Background(), api.EnrolTokenRequest{Name: "quiet", MaxUses: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := enrol(t, srv, et.Token, "quiet")
+	d, err := connect(t, srv, creds, creds.GetMqttPassword())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok := d.client.Subscribe(topic.Default().Device(topic.Desired, "quiet"), 1, nil); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	next := func(what string) *pb.DesiredState {
+		t.Helper()
+		select {
+		case m := <-d.msgs:
+			var ds pb.DesiredState
+			if err := wire.DecodeTopic(topic.Desired, m.Payload(), &ds); err != nil {
+				t.Fatal(err)
+			}
+			return &ds
+		case <-time.After(wait):
+			t.Fatalf("no desired state: %s", what)
+		}
+		return nil
+	}
+	first := next("the enrolment's")
+	birth, _ := wire.Encode(&pb.Birth{DeviceId: "quiet", AgentVersion: "9.9", ProtocolVersion: wire.ProtocolVersion,
+		Facts: &pb.Facts{Os: "linux", Arch: "amd64", Runtimes: []*pb.RuntimeInfo{{Name: "onnx"}}}})
+	publishProto(t, d, topic.Birth, birth)
+	online, _ := wire.Encode(&pb.Status{DeviceId: "quiet", State: pb.Status_STATE_ONLINE})
+	publishProto(t, d, topic.Status, online)
+	eventually(t, "device online", func() bool {
+		v, err := admin.Device(ctx, "quiet")
+		return err == nil && v.Online
+	})
+
+	v, err := admin.CreateRollout(context.Background(), []byte("bundle: {model: digits, release: 1}\nstages: [{percent: 100}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nudge := next("the rollout's nudge")
+	if nudge.GetRevision() <= first.GetRevision() || len(nudge.GetDirectorMetadata()) != 0 {
+		t.Fatalf("nudge: revision %d after %d, director metadata %d", nudge.GetRevision(), first.GetRevision(), len(nudge.GetDirectorMetadata()))
+	}
+	from := passes(srv)
+	eventually(t, "ten more passes", func() bool { return passes(srv) >= from+10 })
+	select {
+	case m := <-d.msgs:
+		t.Fatalf("nudged again within RetryEvery: %d bytes", len(m.Payload()))
+	default:
+	}
+	if v, err := admin.Rollout(context.Background(), v.ID, false); err != nil || len(v.Devices) != 0 {
+		t.Fatalf("the unreported device was sorted: %+v %v", v.Devices, err)
+	}
+	// It answers: assigned (the assignment is the next desired state).
+	rep, _ := wire.Encode(&pb.ReportedState{DeviceId: "quiet", SentAtMs: time.Now().UnixMilli(), DesiredRevision: nudge.GetRevision()})
+	publishProto(t, d, topic.Reported, rep)
+	assigned := next("the assignment")
+	if assigned.GetRevision() <= nudge.GetRevision() || len(assigned.GetDirectorMetadata()) == 0 {
+		t.Fatalf("assignment: %v", assigned)
+	}
+	eventually(t, "assigned", func() bool {
+		v, err := admin.Rollout(context.Background(), v.ID, false)
+		return err == nil && v.Devices["assigned"] == 1
+	})
 }
