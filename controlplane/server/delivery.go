@@ -437,9 +437,10 @@ type assignment struct {
 // assignments is device → model → assignment, in one JSON file written
 // atomically. (A store table replaces it when replicas share PostgreSQL.)
 type assignments struct {
-	path string
-	mu   sync.Mutex
-	m    map[string]map[string]assignment
+	path  string
+	mu    sync.Mutex
+	m     map[string]map[string]assignment
+	dirty bool // signing times not yet written (flush)
 }
 
 func openAssignments(path string) (*assignments, error) {
@@ -462,7 +463,21 @@ func (a *assignments) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeFile0600(a.path, b)
+	if err := writeFile0600(a.path, b); err != nil {
+		return err
+	}
+	a.dirty = false
+	return nil
+}
+
+// flush writes the signing times noted since the last write.
+func (a *assignments) flush() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.dirty {
+		return nil
+	}
+	return a.saveLocked()
 }
 
 func (a *assignments) set(device string, as assignment) error {
@@ -510,14 +525,17 @@ func (a *assignments) of(device string) []assignment {
 	return out
 }
 
+// signed notes that device's assignments were signed at revision rev.
+// It is written with the next change or flush, not at once: a signing time
+// lost to a crash only makes the metadata be renewed early.
 func (a *assignments) signed(device string, rev uint64, at time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for model, as := range a.m[device] {
 		as.Revision, as.SignedAt = rev, at
 		a.m[device][model] = as
+		a.dirty = true
 	}
-	_ = a.saveLocked()
 }
 
 // offered is the Repairer's check: the device is assigned the bundle.
@@ -662,10 +680,13 @@ func (b *progressBook) requeue(rs []store.DeviceReport) {
 // reportsEvery is how often reported states are written to the store.
 const reportsEvery = 200 * time.Millisecond
 
-// persistReports writes the reported states taken in, in batches, until
-// ctx ends, then once more.
+// persistReports writes the reported states taken in, in batches, and
+// the assignments' signing times, until ctx ends, then once more.
 func (d *deliveryService) persistReports(ctx context.Context) {
 	flush := func(ctx context.Context) {
+		if err := d.assigned.flush(); err != nil {
+			d.s.log.Warn("assignments not written; will retry", "err", err)
+		}
 		rs := d.progress.takeUnsaved()
 		if len(rs) == 0 {
 			return
