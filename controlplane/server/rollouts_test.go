@@ -465,12 +465,13 @@ func within(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// TestRolloutAcrossRestart stops the control plane mid-rollout and starts
-// it again on the same data folder and addresses: the canary has committed
-// and bakes for an hour when it stops; it starts again an hour later (its
-// clock moved on), knows from the store what each device last reported,
-// finishes the rollout once the agents are back, and switches every device
-// exactly once (one assignment each in the audit trail).
+// TestRolloutAcrossRestart stops the control plane (and the agents)
+// mid-rollout and starts it again on the same data folder and addresses:
+// the canary has committed and bakes for an hour when it stops; it starts
+// again an hour later (its clock moved on), knows from the store what each
+// device last reported before any is back, finishes the rollout once the
+// agents are, and switches every device exactly once (one assignment each
+// in the audit trail).
 func TestRolloutAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	keys := operatorKeys(t, dir)
@@ -494,12 +495,15 @@ func TestRolloutAcrossRestart(t *testing.T) {
 	op.release(digitsSource(t, "1", shortProbation(t)), "1")
 	c := adminClient(t, srv, dir)
 	ids := []string{"dev-0", "dev-1", "dev-2"}
+	agentDirs := map[string]string{}
+	var stops []func()
 	for _, id := range ids {
 		et, err := c.CreateEnrolToken(context.Background(), api.EnrolTokenRequest{Name: id, MaxUses: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		startRolloutAgent(t, op, id, filepath.Join(t.TempDir(), id), et.Token)
+		agentDirs[id] = filepath.Join(t.TempDir(), id)
+		stops = append(stops, startRolloutAgent(t, op, id, agentDirs[id], et.Token))
 	}
 	// dev-3 runs release 1 already: the rollout skips it, before the
 	// restart and after.
@@ -507,7 +511,8 @@ func TestRolloutAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startRolloutAgent(t, op, "dev-3", filepath.Join(t.TempDir(), "dev-3"), et.Token)
+	agentDirs["dev-3"] = filepath.Join(t.TempDir(), "dev-3")
+	stops = append(stops, startRolloutAgent(t, op, "dev-3", agentDirs["dev-3"], et.Token))
 	op.run("devices", "assign", "dev-3", "digits", "1")
 	eventually(t, "dev-3 runs release 1", func() bool { return reportedDigits(srv, "dev-3").GetActiveRelease() == 1 })
 	stopTelemetry := reportTelemetry(t, srv, ids, now)
@@ -535,12 +540,24 @@ func TestRolloutAcrossRestart(t *testing.T) {
 		canary = last.DeviceStates[1].Device
 	}
 
+	// The agents stop too, so that what the restarted server knows of
+	// them is only what it stored.
 	stopTelemetry()
+	for _, stop := range stops {
+		stop()
+	}
 	if err := srv.Close(); err != nil {
 		t.Fatal(err)
 	}
 	offset.Store(int64(time.Hour + time.Minute))
 	srv = start()
+	op.srv = srv
+	for _, id := range append(ids, "dev-3") {
+		want := map[bool]uint64{true: 1, false: 0}[id == canary || id == "dev-3"]
+		if _, ok := srv.ReportedRevision(id); !ok || reportedDigits(srv, id).GetActiveRelease() != want {
+			t.Errorf("after the restart, before %s reports again: known %v, release %d active; want release %d", id, ok, reportedDigits(srv, id).GetActiveRelease(), want)
+		}
+	}
 	// What each device last reported is in the store, not only in the
 	// stopped process: the canary runs release 1, the others nothing.
 	reps, err := srv.Store().ListReports(context.Background(), "", 0)
@@ -567,6 +584,9 @@ func TestRolloutAcrossRestart(t *testing.T) {
 	}
 	c = adminClient(t, srv, dir)
 	reportTelemetry(t, srv, ids, now)
+	for id, d := range agentDirs {
+		startRolloutAgent(t, op, id, d, "")
+	}
 	within(t, time.Minute, "rollout completed after the restart", func() bool {
 		last, err = c.Rollout(context.Background(), v.ID, true)
 		return err == nil && last.Phase == "completed" && last.Devices["committed"] == len(ids)
