@@ -26,6 +26,11 @@ type Device struct {
 	// back is rolled back only on a report that answers the withdrawal.
 	DesiredRevision  uint64
 	ReportedRevision uint64
+	// Unreported is set for a device whose state is unknown: it never
+	// reported, or the caller lost its report. It is neither assigned nor
+	// sorted (a device already skipped stays skipped) until it reports;
+	// the rollout's devices are judged as by a report of nothing.
+	Unreported bool
 }
 
 // Input is everything one reconciliation looks at. The reconciler reads
@@ -39,6 +44,12 @@ type Input struct {
 	// Previous holds manifests of the releases devices ran before, by
 	// release, for the drift gate's max_js_increase; optional.
 	Previous map[uint64]*pb.BundleManifest
+	// Rereleases maps a release devices ran before to a re-release of its
+	// content above Spec.Bundle.Release (flotctl bundle rerelease), for a
+	// spec without bundle.rollback_release: a device that runs the new
+	// release goes back there, since it never installs the lower counter
+	// it ran. Optional; see SendBackTo.
+	Rereleases map[uint64]uint64
 	// Devices are the fleet's devices (any order; the reconciler orders
 	// them by OrderKey).
 	Devices []Device
@@ -140,6 +151,9 @@ func (r *reconciler) observe() {
 		d := r.devices[id]
 		ds := r.st.Devices[id]
 		if ds == nil || ds.Phase == DeviceIncompatible || ds.Phase == DeviceSkipped {
+			if d.Unreported {
+				continue
+			}
 			r.classify(d, ds)
 			continue
 		}
@@ -186,10 +200,13 @@ func (r *reconciler) selfRollback(m *pb.ModelState, ds *DeviceState) (string, bo
 	}
 	le := m.GetLastError()
 	// The agent's own words (agent/lifecycle): "release N rejected: …",
-	// "release N rolled back: …".
+	// "release N rolled back: …", maybe after what the installer says
+	// ("staged in slot b; activation: …; release N rejected: …").
 	prefix := fmt.Sprintf("release %d ", r.release)
-	if strings.HasPrefix(le, prefix+"rejected") || strings.HasPrefix(le, prefix+"rolled back") {
-		return le, true
+	for part := range strings.SplitSeq(le, "; ") {
+		if strings.HasPrefix(part, prefix+"rejected") || strings.HasPrefix(part, prefix+"rolled back") {
+			return le, true
+		}
 	}
 	if m.GetRollbacks() > ds.RollbacksAtAssign {
 		if le == "" {
@@ -251,6 +268,30 @@ func (r *reconciler) observeDevice(d *Device, ds *DeviceState) {
 	}
 }
 
+// SendBackTo is the release a switched device ds, reporting m, is sent
+// back to (0: its assignment of the model is withdrawn):
+//   - the spec's bundle.rollback_release when it names one;
+//   - else, when the device runs the rollout's release and so can no
+//     longer install the lower release it ran before, a re-release of that
+//     release's content above the rollout's (rereleases), when there is one;
+//   - else the release it ran when the rollout first assigned it
+//     (DeviceState.From), or 0 when it ran none: the assignment is
+//     withdrawn.
+//
+// A device that runs the rollout's release and has nowhere above it to go
+// is stranded (see stranded).
+func SendBackTo(spec *Spec, ds *DeviceState, m *pb.ModelState, rereleases map[uint64]uint64) uint64 {
+	if to := spec.Bundle.RollbackRelease; to != 0 {
+		return to
+	}
+	if m.GetActiveRelease() == spec.Bundle.Release && ds.From != 0 {
+		if re := rereleases[ds.From]; re > spec.Bundle.Release {
+			return re
+		}
+	}
+	return ds.From
+}
+
 // stranded says whether a device reporting m can never take release to,
 // and why: it runs the rollout's release, and to is lower (0: no release).
 func (r *reconciler) stranded(m *pb.ModelState, to uint64) (string, bool) {
@@ -260,7 +301,7 @@ func (r *reconciler) stranded(m *pb.ModelState, to uint64) (string, bool) {
 	if to == 0 {
 		return fmt.Sprintf("it ran no release of %s before %d, so there is nothing to go back to", r.spec.Bundle.Model, r.release), true
 	}
-	return fmt.Sprintf("it runs release %d and never installs the lower %d: re-release the previous version above %d (flotctl bundle rerelease) and name it in bundle.rollback_release",
+	return fmt.Sprintf("it runs release %d and never installs the lower %d: re-release the previous version above %d (flotctl bundle rerelease, then bundle push) and name it in bundle.rollback_release",
 		r.release, to, r.release), true
 }
 
@@ -331,7 +372,6 @@ func (r *reconciler) step() bool {
 		r.assign(len(r.eligible))
 		return false
 	case PhaseRollingBack:
-		to := r.spec.Bundle.RollbackRelease
 		pending := 0
 		for _, id := range r.order {
 			ds := r.st.Devices[id]
@@ -339,10 +379,7 @@ func (r *reconciler) step() bool {
 				continue
 			}
 			if ds.Phase.switched() {
-				back := to
-				if back == 0 {
-					back = ds.From
-				}
+				back := SendBackTo(r.spec, ds, r.devices[id].Model, r.in.Rereleases)
 				r.evals = nil
 				if why, ok := r.stranded(r.devices[id].Model, back); ok {
 					ds.Phase, ds.Reason = DeviceStranded, why

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"expvar"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -96,5 +97,33 @@ func TestAlertsAlertmanagerPayload(t *testing.T) {
 	}
 	if n := s.metrics.Get("alerts_failed").String(); n != "1" {
 		t.Errorf("alerts_failed %s, want the failing webhook counted", n)
+	}
+}
+
+// TestAlertsRepeat: an alert about one thing is left out while Repeat has
+// not passed since it was sent, sent again after; alerts without a key are
+// never left out; the remembered keys stay bounded.
+func TestAlertsRepeat(t *testing.T) {
+	s := &Server{log: slog.New(slog.DiscardHandler), metrics: new(expvar.Map).Init()}
+	a := &alerter{s: s, repeat: time.Hour, sent: map[string]time.Time{}}
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	al := func(key string) Alert { return Alert{Labels: map[string]string{"alertname": "x"}, key: key} }
+	if got := a.fresh([]Alert{al("k"), al("k"), al(""), al("")}, t0); len(got) != 3 {
+		t.Fatalf("first: %d alerts, want 3 (one k, two without a key)", len(got))
+	}
+	if got := a.fresh([]Alert{al("k")}, t0.Add(59*time.Minute)); len(got) != 0 {
+		t.Fatalf("within the hour: %d alerts, want none", len(got))
+	}
+	if got := a.fresh([]Alert{al("k")}, t0.Add(time.Hour)); len(got) != 1 {
+		t.Fatalf("after the hour: %d alerts, want 1", len(got))
+	}
+	if n := s.metrics.Get("alerts_deduplicated").String(); n != "2" {
+		t.Errorf("alerts_deduplicated %s, want 2", n)
+	}
+	for i := range maxAlertKeys + 10 {
+		a.fresh([]Alert{al(fmt.Sprint(i))}, t0.Add(2*time.Hour))
+	}
+	if len(a.sent) > maxAlertKeys {
+		t.Errorf("%d keys remembered, at most %d", len(a.sent), maxAlertKeys)
 	}
 }

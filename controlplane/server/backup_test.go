@@ -3,7 +3,6 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,17 +13,6 @@ import (
 	"github.com/flotilla-edge/flotilla/controlplane/backup"
 	"github.com/flotilla-edge/flotilla/controlplane/server"
 )
-
-// freeAddr is a loopback address nothing listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // TestBackupRestore: a running server with a device that has release 1
 // staged is backed up; the server is replaced by one restored from the

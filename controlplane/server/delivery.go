@@ -72,6 +72,9 @@ func (s *Server) openDelivery() error {
 		return err
 	}
 	d := &deliveryService{s: s, trust: t, store: bs, assigned: a, progress: newProgressBook(), waves: map[string]bool{}}
+	if err := d.progress.load(context.Background(), s.store); err != nil {
+		return err
+	}
 	d.repairer = delivery.NewRepairer(bs, s.mqtt, delivery.RepairOptions{Scheme: s.scheme, Offered: a.offered})
 	s.delivery = d
 	return nil
@@ -82,10 +85,14 @@ func (s *Server) openDelivery() error {
 // them at restart).
 func (d *deliveryService) start() {
 	s := d.s
-	s.bg.Add(2)
+	s.bg.Add(3)
 	go func() {
 		defer s.bg.Done()
 		_ = d.repairer.Run(s.life)
+	}()
+	go func() {
+		defer s.bg.Done()
+		d.persistReports(s.life)
 	}()
 	go func() {
 		defer s.bg.Done()
@@ -391,7 +398,8 @@ func (d *deliveryService) handle(name string, payload []byte) bool {
 	case topic.Reported:
 		var r pb.ReportedState
 		if len(payload) > 0 && wire.DecodeTopic(topic.Reported, payload, &r) == nil && r.GetDeviceId() == id {
-			d.progress.report(id, r.GetModels())
+			before, known := d.progress.report(id, &r, payload, d.s.cfg.Now())
+			d.s.alerts.reported(id, before, r.GetModels(), known, d.s.cfg.Now())
 		}
 		return false // the registry takes it in too
 	case topic.ChunkRequest:
@@ -429,9 +437,10 @@ type assignment struct {
 // assignments is device → model → assignment, in one JSON file written
 // atomically. (A store table replaces it when replicas share PostgreSQL.)
 type assignments struct {
-	path string
-	mu   sync.Mutex
-	m    map[string]map[string]assignment
+	path  string
+	mu    sync.Mutex
+	m     map[string]map[string]assignment
+	dirty bool // signing times not yet written (flush)
 }
 
 func openAssignments(path string) (*assignments, error) {
@@ -454,7 +463,21 @@ func (a *assignments) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeFile0600(a.path, b)
+	if err := writeFile0600(a.path, b); err != nil {
+		return err
+	}
+	a.dirty = false
+	return nil
+}
+
+// flush writes the signing times noted since the last write.
+func (a *assignments) flush() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.dirty {
+		return nil
+	}
+	return a.saveLocked()
 }
 
 func (a *assignments) set(device string, as assignment) error {
@@ -502,14 +525,17 @@ func (a *assignments) of(device string) []assignment {
 	return out
 }
 
+// signed notes that device's assignments were signed at revision rev.
+// It is written with the next change or flush, not at once: a signing time
+// lost to a crash only makes the metadata be renewed early.
 func (a *assignments) signed(device string, rev uint64, at time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for model, as := range a.m[device] {
 		as.Revision, as.SignedAt = rev, at
 		a.m[device][model] = as
+		a.dirty = true
 	}
-	_ = a.saveLocked()
 }
 
 // offered is the Repairer's check: the device is assigned the bundle.
@@ -558,29 +584,145 @@ func (a *assignments) stale(now time.Time, renew time.Duration) []string {
 }
 
 // progressBook keeps each device's latest FetchProgress per bundle, and
-// the models of its latest reported state.
+// its latest reported state: the models and the desired revision it
+// answers. Reported states are also written to the store (a few at a
+// time, by persistReports), and read back at start, so a restarted
+// control plane knows what every device runs before it reports again.
 type progressBook struct {
-	mu     sync.Mutex
-	m      map[string]map[string]api.ProgressView
-	models map[string][]*pb.ModelState
+	mu        sync.Mutex
+	m         map[string]map[string]api.ProgressView
+	models    map[string][]*pb.ModelState
+	revisions map[string]uint64
+	unsaved   map[string]store.DeviceReport
 }
 
 func newProgressBook() *progressBook {
-	return &progressBook{m: map[string]map[string]api.ProgressView{}, models: map[string][]*pb.ModelState{}}
+	return &progressBook{m: map[string]map[string]api.ProgressView{}, models: map[string][]*pb.ModelState{},
+		revisions: map[string]uint64{}, unsaved: map[string]store.DeviceReport{}}
 }
 
-func (b *progressBook) report(device string, models []*pb.ModelState) {
+// report takes in device's reported state r, received at at as payload;
+// it returns the models the device reported before, and whether it had.
+func (b *progressBook) report(device string, r *pb.ReportedState, payload []byte, at time.Time) (before []*pb.ModelState, known bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.models[device] = models
+	before = b.models[device]
+	_, known = b.revisions[device]
+	b.models[device] = r.GetModels()
+	b.revisions[device] = r.GetDesiredRevision()
+	if len(payload) <= store.MaxReportBytes {
+		b.unsaved[device] = store.DeviceReport{DeviceID: device, DesiredRevision: r.GetDesiredRevision(), ReceivedAt: at.UnixMilli(),
+			Payload: append([]byte(nil), payload...)}
+	}
+	return before, known
+}
+
+// reported is device's latest reported state: its models and the desired
+// revision it answers; ok is false when it has reported nothing.
+func (b *progressBook) reported(device string) (models []*pb.ModelState, revision uint64, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	revision, ok = b.revisions[device]
+	return b.models[device], revision, ok
+}
+
+// load reads the stored reported states into the book.
+func (b *progressBook) load(ctx context.Context, st *store.Store) error {
+	after := ""
+	for {
+		page, err := st.ListReports(ctx, after, 1000)
+		if err != nil {
+			return err
+		}
+		b.mu.Lock()
+		for _, rep := range page {
+			var r pb.ReportedState
+			if err := wire.DecodeTopic(topic.Reported, rep.Payload, &r); err != nil || r.GetDeviceId() != rep.DeviceID {
+				continue // what the device reports next replaces it
+			}
+			b.models[rep.DeviceID] = r.GetModels()
+			b.revisions[rep.DeviceID] = r.GetDesiredRevision()
+		}
+		b.mu.Unlock()
+		if len(page) < 1000 {
+			return nil
+		}
+		after = page[len(page)-1].DeviceID
+	}
+}
+
+// takeUnsaved hands over the reports not yet written.
+func (b *progressBook) takeUnsaved() []store.DeviceReport {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.unsaved) == 0 {
+		return nil
+	}
+	out := make([]store.DeviceReport, 0, len(b.unsaved))
+	for _, r := range b.unsaved {
+		out = append(out, r)
+	}
+	clear(b.unsaved)
+	return out
+}
+
+// requeue puts back reports whose write failed, unless a newer one came.
+func (b *progressBook) requeue(rs []store.DeviceReport) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, r := range rs {
+		if _, newer := b.unsaved[r.DeviceID]; !newer {
+			b.unsaved[r.DeviceID] = r
+		}
+	}
+}
+
+// reportsEvery is how often reported states are written to the store.
+const reportsEvery = 200 * time.Millisecond
+
+// persistReports writes the reported states taken in, in batches, and
+// the assignments' signing times, until ctx ends, then once more.
+func (d *deliveryService) persistReports(ctx context.Context) {
+	flush := func(ctx context.Context) {
+		if err := d.assigned.flush(); err != nil {
+			d.s.log.Warn("assignments not written; will retry", "err", err)
+		}
+		rs := d.progress.takeUnsaved()
+		if len(rs) == 0 {
+			return
+		}
+		if err := d.s.store.PutReports(ctx, rs); err != nil {
+			d.progress.requeue(rs)
+			d.s.log.Warn("reported states not stored; will retry", "devices", len(rs), "err", err)
+		}
+	}
+	t := time.NewTicker(reportsEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			last, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			flush(last)
+			cancel()
+			return
+		case <-t.C:
+			flush(ctx)
+		}
+	}
+}
+
+// ReportedRevision is the desired revision the device's latest reported
+// state answers; ok is false when it has reported nothing.
+func (s *Server) ReportedRevision(device string) (rev uint64, ok bool) {
+	_, rev, ok = s.delivery.progress.reported(device)
+	return rev, ok
 }
 
 // ReportedModels is what the device last reported of its models: staged
 // bundles and refusals (agent/install), and what runs.
 func (s *Server) ReportedModels(device string) []*pb.ModelState {
-	s.delivery.progress.mu.Lock()
-	defer s.delivery.progress.mu.Unlock()
-	return s.delivery.progress.models[device]
+	m, _, _ := s.delivery.progress.reported(device)
+	return m
 }
 
 func (b *progressBook) put(p *pb.FetchProgress, at time.Time) {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-edge/flotilla/controlplane/api"
@@ -61,6 +62,7 @@ type rolloutService struct {
 	mu        sync.Mutex
 	gates     map[string][]rollout.Evaluation // latest pass's, by rollout
 	lastRetry map[string]time.Time
+	nudged    map[string]time.Time // unreported devices sent their desired state again, when
 }
 
 var (
@@ -72,7 +74,8 @@ func (s *Server) openRollouts() {
 	c := s.cfg.Rollouts
 	c.Every = cmp.Or(c.Every, DefaultRolloutEvery)
 	c.RetryEvery = cmp.Or(c.RetryEvery, DefaultRolloutRetry)
-	s.rollouts = &rolloutService{s: s, cfg: c, gates: map[string][]rollout.Evaluation{}, lastRetry: map[string]time.Time{}}
+	s.rollouts = &rolloutService{s: s, cfg: c, gates: map[string][]rollout.Evaluation{}, lastRetry: map[string]time.Time{},
+		nudged: map[string]time.Time{}}
 }
 
 // start runs the scheduler loop until the server closes.
@@ -139,6 +142,7 @@ func (r *rolloutService) reconcile(ctx context.Context, id string) error {
 		return err
 	}
 	res := rollout.Reconcile(in)
+	r.s.metrics.Add("rollout_passes", 1)
 	r.gates[id] = res.Gates
 	a := rolloutAssigner{r.s.delivery}
 	if !res.State.Equal(rec.State) || len(res.Decisions) > 0 {
@@ -151,6 +155,7 @@ func (r *rolloutService) reconcile(ctx context.Context, id string) error {
 		}
 		r.s.alerts.rolloutDecisions(rec, decisions, now)
 	}
+	r.nudge(ctx, in.Devices, now)
 	if last := r.lastRetry[id]; now.Sub(last) >= r.cfg.RetryEvery {
 		if !last.IsZero() {
 			if err := rollout.Retry(ctx, a, rec.Spec, rec.State, now.Add(-r.cfg.RetryEvery).UnixMilli()); err != nil {
@@ -160,6 +165,29 @@ func (r *rolloutService) reconcile(ctx context.Context, id string) error {
 		r.lastRetry[id] = now
 	}
 	return nil
+}
+
+// nudge publishes the desired state again, under a new revision, to each
+// online device the rollout holds back because it never reported (at
+// most once per RetryEvery): an agent reports on accepting a desired
+// state, and one that missed its own or whose report was lost would
+// otherwise never be judged. r.mu is held.
+func (r *rolloutService) nudge(ctx context.Context, devs []rollout.Device, now time.Time) {
+	for _, d := range devs {
+		if !d.Unreported {
+			delete(r.nudged, d.ID)
+			continue
+		}
+		if !d.Online || d.Decommissioned {
+			continue
+		}
+		if last, ok := r.nudged[d.ID]; ok && now.Sub(last) < r.cfg.RetryEvery && !now.Before(last) {
+			continue
+		}
+		r.nudged[d.ID] = now
+		r.s.registry.PublishDesired(ctx, d.ID)
+		r.s.metrics.Add("rollout_nudges", 1)
+	}
 }
 
 // carriedOut drops the assignments Execute undid (their devices are
@@ -197,6 +225,9 @@ func (r *rolloutService) input(ctx context.Context, rec *rollout.Record, now tim
 			in.Previous[ds.From] = pm
 		}
 	}
+	if spec.Bundle.RollbackRelease == 0 {
+		in.Rereleases = r.s.delivery.rereleases(spec.Bundle.Model, spec.Bundle.Release, rec.State)
+	}
 	var labels []map[string]string
 	opts := store.ListOptions{Selector: spec.Selector.Labels, Limit: 1000}
 	for {
@@ -233,16 +264,19 @@ func (r *rolloutService) input(ctx context.Context, rec *rollout.Record, now tim
 }
 
 // device is what the reconciler knows of d: its labels, facts (from its
-// birth) and reported state of model.
+// birth), reported state of model, the revision of its latest desired
+// state and the one its latest report answers.
 func (r *rolloutService) device(d store.Device, model string) rollout.Device {
-	out := rollout.Device{ID: d.ID, Labels: d.Labels, Online: d.Online, Decommissioned: !d.Active()}
+	out := rollout.Device{ID: d.ID, Labels: d.Labels, Online: d.Online, Decommissioned: !d.Active(), DesiredRevision: d.DesiredRevision}
 	if len(d.Facts) > 0 {
 		var f pb.Facts
 		if err := wire.Decode(d.Facts, len(d.Facts), &f); err == nil {
 			out.Facts = &f
 		}
 	}
-	for _, m := range r.s.ReportedModels(d.ID) {
+	models, rev, ok := r.s.delivery.progress.reported(d.ID)
+	out.ReportedRevision, out.Unreported = rev, !ok
+	for _, m := range models {
 		if m.GetName() == model {
 			out.Model = m
 		}
@@ -286,6 +320,71 @@ func (d *deliveryService) manifestOf(model string, rel uint64) (*pb.BundleManife
 	return nil, fmt.Errorf("%w: model %s release %d is not in the release repository", registry.ErrNotFound, model, rel)
 }
 
+// rereleases finds, for each release the devices of st ran before, a
+// re-release of its content above release (rollout.Input.Rereleases): the
+// lowest counter the release repository lists whose uploaded manifest is
+// that release's but for the counter and display version (what flotctl
+// bundle rerelease makes).
+func (d *deliveryService) rereleases(model string, release uint64, st rollout.State) map[uint64]uint64 {
+	want := map[uint64]bool{}
+	for _, ds := range st.Devices {
+		if ds.From != 0 && ds.From < release {
+			want[ds.From] = true
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	targets, err := d.trust.Targets()
+	if err != nil {
+		return nil
+	}
+	content := func(tf *metadata.TargetFiles) *pb.BundleManifest {
+		_, m, err := d.store.Manifest(targetDigest(tf))
+		if err != nil {
+			return nil
+		}
+		c := proto.Clone(m).(*pb.BundleManifest)
+		c.Release, c.Version = 0, ""
+		return c
+	}
+	var above []*metadata.TargetFiles
+	old := map[uint64]*pb.BundleManifest{}
+	for _, tf := range targets {
+		c, ok := releaseCustom(tf)
+		if !ok || c.Model != model {
+			continue
+		}
+		switch {
+		case c.ReleaseCounter > release:
+			above = append(above, tf)
+		case want[c.ReleaseCounter]:
+			if m := content(tf); m != nil {
+				old[c.ReleaseCounter] = m
+			}
+		}
+	}
+	sort.Slice(above, func(i, j int) bool {
+		a, _ := releaseCustom(above[i])
+		b, _ := releaseCustom(above[j])
+		return a.ReleaseCounter < b.ReleaseCounter
+	})
+	out := map[uint64]uint64{}
+	for _, tf := range above {
+		m := content(tf)
+		if m == nil {
+			continue
+		}
+		c, _ := releaseCustom(tf)
+		for from, om := range old {
+			if _, done := out[from]; !done && proto.Equal(m, om) {
+				out[from] = c.ReleaseCounter
+			}
+		}
+	}
+	return out
+}
+
 // rolloutAssigner is rollout.Assigner over the bundle delivery: the
 // release must be listed by the release repository, whose keys the
 // devices trust, and the director signs it into the device's desired
@@ -302,19 +401,19 @@ func (a rolloutAssigner) Assign(ctx context.Context, device, model string, rel u
 }
 
 // Rollback implements rollout.Assigner: it assigns rel, or withdraws the
-// device's assignment of model when rel is 0.
+// device's assignment of model when rel is 0. Either way the device gets a
+// desired state of a new revision, even when there was nothing to
+// withdraw: the scheduler counts it back only on a report answering a
+// revision after the one it had when sent back.
 func (a rolloutAssigner) Rollback(ctx context.Context, device, model string, rel uint64) error {
 	if rel != 0 {
 		_, err := a.d.assignRelease(ctx, device, model, rel)
 		return err
 	}
-	had, err := a.d.assigned.remove(device, model)
-	if err != nil {
+	if _, err := a.d.assigned.remove(device, model); err != nil {
 		return err
 	}
-	if had {
-		a.d.s.registry.PublishDesired(ctx, device)
-	}
+	a.d.s.registry.PublishDesired(ctx, device)
 	return nil
 }
 

@@ -193,6 +193,9 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		Now: cfg.Now, Logger: cfg.Logger.With("component", "registry"), Metrics: s.metrics,
 		HeartbeatInterval: cfg.HeartbeatInterval,
 	}
+	if err = s.openAlerts(); err != nil {
+		return nil, err
+	}
 	if err = s.openDelivery(); err != nil {
 		return nil, err
 	}
@@ -253,9 +256,6 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	s.delivery.start()
-	if err = s.openAlerts(); err != nil {
-		return nil, err
-	}
 	s.openRollouts()
 	s.rollouts.start()
 

@@ -60,7 +60,7 @@ func (s *Server) openTelemetry() {
 	c.MaintainEvery = cmp.Or(c.MaintainEvery, DefaultTelemetryMaintainEvery)
 	c.AckTimeout = cmp.Or(c.AckTimeout, defaultAckTimeout)
 	t := &telemetryService{s: s, cfg: c, baselines: map[string]telemetry.Baseline{}}
-	t.in = telemetry.NewIngest(s.store, t.sendAck, telemetry.Options{Scheme: s.scheme, BatchSize: c.BatchSize,
+	t.in = telemetry.NewIngest(alertingStore{s.store, s}, t.sendAck, telemetry.Options{Scheme: s.scheme, BatchSize: c.BatchSize,
 		QueueSize: c.QueueSize, Now: s.cfg.Now, Logger: s.log.With("component", "telemetry")})
 	cs := &t.in.Counters
 	for name, v := range map[string]interface{ Load() uint64 }{

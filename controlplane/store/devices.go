@@ -34,6 +34,9 @@ type Device struct {
 	DecommissionedAt int64 // 0: active
 	EnrolTokenID     string
 	CertSerial       string
+	// DesiredRevision is the revision of its latest desired state
+	// (NextDesiredRevision); read only.
+	DesiredRevision uint64
 }
 
 // Active reports whether the device is enrolled and not decommissioned.
@@ -43,21 +46,26 @@ const deviceCols = `id, public_key, credential_hash, labels, labels_changed_at, 
 	agent_version, protocol_version, enrolled_at, last_seen, status_changed_at, online,
 	decommissioned_at, enrol_token_id, cert_serial`
 
+// deviceReadCols are deviceCols and what only the store writes.
+const deviceReadCols = deviceCols + `, desired_revision`
+
 func scanDevice(r rowScanner) (Device, error) {
 	var (
 		d       Device
 		labels  string
 		version int64
 		online  int64
+		rev     int64
 	)
 	err := r.Scan(&d.ID, &d.PublicKey, &d.CredentialHash, &labels, &d.LabelsChangedAt, &d.Facts,
 		&d.AgentVersion, &version, &d.EnrolledAt, &d.LastSeen, &d.StatusChangedAt, &online,
-		&d.DecommissionedAt, &d.EnrolTokenID, &d.CertSerial)
+		&d.DecommissionedAt, &d.EnrolTokenID, &d.CertSerial, &rev)
 	if err != nil {
 		return Device{}, err
 	}
 	d.ProtocolVersion = uint32(version)
 	d.Online = online != 0
+	d.DesiredRevision = uint64(rev)
 	d.Labels, err = decodeLabels(labels)
 	if err != nil {
 		return Device{}, fmt.Errorf("device %q: %w", d.ID, err)
@@ -67,7 +75,7 @@ func scanDevice(r rowScanner) (Device, error) {
 
 // getDevice reads one device, decommissioned or not.
 func (s *Store) getDevice(ctx context.Context, q querier, id string) (Device, error) {
-	d, err := scanDevice(q.QueryRowContext(ctx, s.q(`SELECT `+deviceCols+` FROM devices WHERE id = ?`), id))
+	d, err := scanDevice(q.QueryRowContext(ctx, s.q(`SELECT `+deviceReadCols+` FROM devices WHERE id = ?`), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Device{}, fmt.Errorf("device %q: %w", id, ErrNotFound)
 	}
@@ -229,7 +237,7 @@ func (s *Store) ListDevices(ctx context.Context, opts ListOptions) ([]Device, er
 		args = append(args, k, opts.Selector[k])
 	}
 	var b strings.Builder
-	b.WriteString(`SELECT ` + deviceCols + ` FROM devices`)
+	b.WriteString(`SELECT ` + deviceReadCols + ` FROM devices`)
 	if len(where) > 0 {
 		b.WriteString(" WHERE " + strings.Join(where, " AND "))
 	}

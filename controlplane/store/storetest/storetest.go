@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"Events", testEvents},
 		{"Leases", testLeases},
 		{"Assignments", testAssignments},
+		{"Reports", testReports},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
