@@ -3,11 +3,8 @@ package server
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -67,7 +64,7 @@ func (s *Server) openDelivery() error {
 	if err != nil {
 		return err
 	}
-	a, err := openAssignments(filepath.Join(dir, "assignments.json"))
+	a, err := openAssignments(context.Background(), s.store, filepath.Join(dir, "assignments.json"), s.log)
 	if err != nil {
 		return err
 	}
@@ -97,7 +94,11 @@ func (d *deliveryService) start() {
 	go func() {
 		defer s.bg.Done()
 		d.publishRelease(s.life)
-		for _, dg := range d.assigned.digests() {
+		dgs, err := d.assigned.digests(s.life)
+		if err != nil {
+			s.log.Warn("assigned bundles' manifests not restored", "err", err)
+		}
+		for _, dg := range dgs {
 			d.publishManifest(s.life, dg)
 		}
 		t := time.NewTicker(s.cfg.ReleaseRefresh)
@@ -121,7 +122,11 @@ func (d *deliveryService) refresh(ctx context.Context) {
 	} else if changed {
 		d.publishRelease(ctx)
 	}
-	for _, dev := range d.assigned.stale(d.s.cfg.Now(), d.s.cfg.DirectorRenew) {
+	stale, err := d.assigned.stale(ctx, d.s.cfg.Now(), d.s.cfg.DirectorRenew)
+	if err != nil {
+		d.s.log.Warn("stale director metadata not found", "err", err)
+	}
+	for _, dev := range stale {
 		d.s.registry.PublishDesired(ctx, dev)
 	}
 }
@@ -280,8 +285,11 @@ func (d *deliveryService) assignRelease(ctx context.Context, device, model strin
 	if !d.uploaded(digest) {
 		return api.AssignmentView{}, fmt.Errorf("%w: the bundle of %s is not uploaded: flotctl bundle push", registry.ErrConflict, tf.Path)
 	}
-	prev, _ := d.assigned.get(device, model)
-	if err := d.assigned.set(device, assignment{Model: model, Release: rel, Target: tf.Path, Digest: digest}); err != nil {
+	prev, _, err := d.assigned.get(ctx, device, model)
+	if err != nil {
+		return api.AssignmentView{}, err
+	}
+	if err := d.assigned.set(ctx, device, assignment{Model: model, Release: rel, Target: tf.Path, Digest: digest}); err != nil {
 		return api.AssignmentView{}, err
 	}
 	d.publishManifest(ctx, digest)
@@ -291,15 +299,21 @@ func (d *deliveryService) assignRelease(ctx context.Context, device, model strin
 		except = prev.Digest
 	}
 	d.startWave(digest, except)
-	a, _ := d.assigned.get(device, model)
+	a, _, err := d.assigned.get(ctx, device, model)
+	if err != nil {
+		return api.AssignmentView{}, err
+	}
 	return api.AssignmentView{Device: device, Model: model, Release: rel, Target: tf.Path, Digest: digest, Revision: a.Revision}, nil
 }
 
 // directorMetadata is the registry's DirectorMetadata hook: the device's
 // assignments, signed at revision rev. Assignments whose target the
 // release repository no longer lists are left out.
-func (d *deliveryService) directorMetadata(_ context.Context, device string, rev uint64) (map[string][]byte, error) {
-	as := d.assigned.of(device)
+func (d *deliveryService) directorMetadata(ctx context.Context, device string, rev uint64) (map[string][]byte, error) {
+	as, err := d.assigned.of(ctx, device)
+	if err != nil {
+		return nil, err
+	}
 	if len(as) == 0 {
 		return nil, nil
 	}
@@ -323,7 +337,10 @@ func (d *deliveryService) directorMetadata(_ context.Context, device string, rev
 	if err != nil {
 		return nil, err
 	}
-	d.assigned.signed(device, rev, d.s.cfg.Now())
+	if err := d.assigned.signed(ctx, device, rev, d.s.cfg.Now()); err != nil {
+		// Only the renewal time is lost: the metadata is renewed early.
+		d.s.log.Warn("signing time not recorded", "device", device, "err", err)
+	}
 	return md, nil
 }
 
@@ -424,165 +441,6 @@ func (d *deliveryService) handle(name string, payload []byte) bool {
 	return false
 }
 
-// assignment is what one device should run of one model.
-type assignment struct {
-	Model    string    `json:"model"`
-	Release  uint64    `json:"release"`
-	Target   string    `json:"target"`
-	Digest   string    `json:"digest"`
-	Revision uint64    `json:"revision"`  // the desired state last signed with it
-	SignedAt time.Time `json:"signed_at"` // when
-}
-
-// assignments is device → model → assignment, in one JSON file written
-// atomically. (A store table replaces it when replicas share PostgreSQL.)
-type assignments struct {
-	path  string
-	mu    sync.Mutex
-	m     map[string]map[string]assignment
-	dirty bool // signing times not yet written (flush)
-}
-
-func openAssignments(path string) (*assignments, error) {
-	a := &assignments{path: path, m: map[string]map[string]assignment{}}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return a, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(b, &a.m); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return a, nil
-}
-
-func (a *assignments) saveLocked() error {
-	b, err := json.MarshalIndent(a.m, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := writeFile0600(a.path, b); err != nil {
-		return err
-	}
-	a.dirty = false
-	return nil
-}
-
-// flush writes the signing times noted since the last write.
-func (a *assignments) flush() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if !a.dirty {
-		return nil
-	}
-	return a.saveLocked()
-}
-
-func (a *assignments) set(device string, as assignment) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.m[device] == nil {
-		a.m[device] = map[string]assignment{}
-	}
-	prev := a.m[device][as.Model]
-	as.Revision, as.SignedAt = prev.Revision, prev.SignedAt
-	a.m[device][as.Model] = as
-	return a.saveLocked()
-}
-
-// remove withdraws device's assignment of model; it reports whether there
-// was one.
-func (a *assignments) remove(device, model string) (bool, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if _, ok := a.m[device][model]; !ok {
-		return false, nil
-	}
-	delete(a.m[device], model)
-	if len(a.m[device]) == 0 {
-		delete(a.m, device)
-	}
-	return true, a.saveLocked()
-}
-
-func (a *assignments) get(device, model string) (assignment, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	as, ok := a.m[device][model]
-	return as, ok
-}
-
-func (a *assignments) of(device string) []assignment {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []assignment
-	for _, as := range a.m[device] {
-		out = append(out, as)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Model < out[j].Model })
-	return out
-}
-
-// signed notes that device's assignments were signed at revision rev.
-// It is written with the next change or flush, not at once: a signing time
-// lost to a crash only makes the metadata be renewed early.
-func (a *assignments) signed(device string, rev uint64, at time.Time) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for model, as := range a.m[device] {
-		as.Revision, as.SignedAt = rev, at
-		a.m[device][model] = as
-		a.dirty = true
-	}
-}
-
-// offered is the Repairer's check: the device is assigned the bundle.
-func (a *assignments) offered(device, digest string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, as := range a.m[device] {
-		if as.Digest == digest {
-			return true
-		}
-	}
-	return false
-}
-
-func (a *assignments) digests() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	seen := map[string]bool{}
-	var out []string
-	for _, ms := range a.m {
-		for _, as := range ms {
-			if !seen[as.Digest] {
-				seen[as.Digest] = true
-				out = append(out, as.Digest)
-			}
-		}
-	}
-	return out
-}
-
-// stale lists devices whose director metadata was signed more than renew
-// ago.
-func (a *assignments) stale(now time.Time, renew time.Duration) []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []string
-	for dev, ms := range a.m {
-		for _, as := range ms {
-			if !as.SignedAt.IsZero() && now.Sub(as.SignedAt) > renew {
-				out = append(out, dev)
-				break
-			}
-		}
-	}
-	return out
-}
-
 // progressBook keeps each device's latest FetchProgress per bundle, and
 // its latest reported state: the models and the desired revision it
 // answers. Reported states are also written to the store (a few at a
@@ -680,13 +538,10 @@ func (b *progressBook) requeue(rs []store.DeviceReport) {
 // reportsEvery is how often reported states are written to the store.
 const reportsEvery = 200 * time.Millisecond
 
-// persistReports writes the reported states taken in, in batches, and
-// the assignments' signing times, until ctx ends, then once more.
+// persistReports writes the reported states taken in, in batches, until
+// ctx ends, then once more.
 func (d *deliveryService) persistReports(ctx context.Context) {
 	flush := func(ctx context.Context) {
-		if err := d.assigned.flush(); err != nil {
-			d.s.log.Warn("assignments not written; will retry", "err", err)
-		}
 		rs := d.progress.takeUnsaved()
 		if len(rs) == 0 {
 			return

@@ -1,8 +1,10 @@
 package server
 
+import "context"
+
 // AssignedRelease is the release of model the server has assigned to
 // device (0: none), as its delivery keeps it.
 func (s *Server) AssignedRelease(device, model string) uint64 {
-	a, _ := s.delivery.assigned.get(device, model)
+	a, _, _ := s.delivery.assigned.get(context.Background(), device, model)
 	return a.Release
 }

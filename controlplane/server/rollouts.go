@@ -410,7 +410,7 @@ func (a rolloutAssigner) Rollback(ctx context.Context, device, model string, rel
 		_, err := a.d.assignRelease(ctx, device, model, rel)
 		return err
 	}
-	if _, err := a.d.assigned.remove(device, model); err != nil {
+	if _, err := a.d.assigned.remove(ctx, device, model); err != nil {
 		return err
 	}
 	a.d.s.registry.PublishDesired(ctx, device)
