@@ -8,3 +8,7 @@ func (s *Server) AssignedRelease(device, model string) uint64 {
 	a, _, _ := s.delivery.assigned.get(context.Background(), device, model)
 	return a.Release
 }
+
+// SchedulerLeading says whether this server holds the rollout
+// scheduler's lease.
+func (s *Server) SchedulerLeading() bool { return s.rollouts.leading.Load() != 0 }

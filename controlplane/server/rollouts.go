@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/flotilla-edge/flotilla/controlplane/api"
 	"github.com/flotilla-edge/flotilla/controlplane/bundle"
+	"github.com/flotilla-edge/flotilla/controlplane/leader"
 	"github.com/flotilla-edge/flotilla/controlplane/registry"
 	"github.com/flotilla-edge/flotilla/controlplane/rollout"
 	"github.com/flotilla-edge/flotilla/controlplane/store"
@@ -63,6 +65,9 @@ type rolloutService struct {
 	gates     map[string][]rollout.Evaluation // latest pass's, by rollout
 	lastRetry map[string]time.Time
 	nudged    map[string]time.Time // unreported devices sent their desired state again, when
+
+	holder  string        // this server's name in the scheduler's lease
+	leading atomic.Uint64 // the lease's epoch while this server holds it, else 0
 }
 
 var (
@@ -74,35 +79,62 @@ func (s *Server) openRollouts() {
 	c := s.cfg.Rollouts
 	c.Every = cmp.Or(c.Every, DefaultRolloutEvery)
 	c.RetryEvery = cmp.Or(c.RetryEvery, DefaultRolloutRetry)
-	s.rollouts = &rolloutService{s: s, cfg: c, gates: map[string][]rollout.Evaluation{}, lastRetry: map[string]time.Time{},
+	s.rollouts = &rolloutService{s: s, cfg: c, holder: instanceID(), gates: map[string][]rollout.Evaluation{}, lastRetry: map[string]time.Time{},
 		nudged: map[string]time.Time{}}
 }
 
-// start runs the scheduler loop until the server closes.
+// schedulerLease names the rollout scheduler's lease: of several
+// replicas on one PostgreSQL database, only its holder reconciles.
+const schedulerLease = "rollout-scheduler"
+
+// start runs the scheduler loop until the server closes, while this
+// server holds the scheduler's lease (controlplane/leader): at once on
+// SQLite, which one server uses; on PostgreSQL whichever replica takes
+// it, until its connection to the database ends. Every rollout state it
+// saves is fenced by the lease's epoch.
 func (r *rolloutService) start() {
 	s := r.s
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		t := time.NewTicker(r.cfg.Every)
-		defer t.Stop()
-		for {
-			select {
-			case <-s.life.Done():
-				return
-			case <-t.C:
-				r.tick(s.life)
+		cfg := leader.Config{Name: schedulerLease, Holder: r.holder, Retry: r.cfg.Every, Check: r.cfg.Every,
+			Logger: s.log.With("component", "rollouts")}
+		_ = leader.Run(s.life, s.store, cfg, func(ctx context.Context, epoch uint64) {
+			r.leading.Store(epoch)
+			defer r.leading.Store(0)
+			t := time.NewTicker(r.cfg.Every)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					r.tick(ctx, epoch)
+				}
 			}
-		}
+		})
 	}()
+}
+
+// fencedStore is the store as the scheduler writes rollout states: under
+// its lease's epoch, refused once a newer leader began.
+type fencedStore struct {
+	*store.Store
+	epoch uint64
+}
+
+// SaveRollout implements rollout.Store.
+func (f fencedStore) SaveRollout(ctx context.Context, r store.Rollout, devices []store.RolloutDevice, remove []string, audit []store.AuditEntry) (store.Rollout, error) {
+	return f.Store.SaveRolloutFenced(ctx, schedulerLease, f.epoch, r, devices, remove, audit)
 }
 
 // unfinished are the phases reconciled each tick: a completed rollout
 // still assigns devices that join its selector later.
 var unfinished = []rollout.Phase{rollout.PhaseRunning, rollout.PhasePaused, rollout.PhaseRollingBack, rollout.PhaseCompleted}
 
-// tick reconciles every unfinished rollout once.
-func (r *rolloutService) tick(ctx context.Context) {
+// tick reconciles every unfinished rollout once, as the scheduler's
+// leader at epoch.
+func (r *rolloutService) tick(ctx context.Context, epoch uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, ph := range unfinished {
@@ -114,7 +146,7 @@ func (r *rolloutService) tick(ctx context.Context) {
 				return
 			}
 			for _, row := range rows {
-				if err := r.reconcile(ctx, row.ID); err != nil && ctx.Err() == nil {
+				if err := r.reconcile(ctx, row.ID, epoch); err != nil && ctx.Err() == nil {
 					r.s.log.Warn("rollout pass failed", "rollout", row.ID, "err", err)
 				}
 			}
@@ -128,7 +160,7 @@ func (r *rolloutService) tick(ctx context.Context) {
 
 // reconcile runs one pass of rollout id: load, observe, decide, carry out,
 // store. r.mu is held.
-func (r *rolloutService) reconcile(ctx context.Context, id string) error {
+func (r *rolloutService) reconcile(ctx context.Context, id string, epoch uint64) error {
 	now := r.s.cfg.Now()
 	rec, err := rollout.Load(ctx, r.s.store, id)
 	if err != nil {
@@ -150,7 +182,7 @@ func (r *rolloutService) reconcile(ctx context.Context, id string) error {
 			r.s.log.Warn("rollout decisions not all carried out", "rollout", id, "err", err)
 		}
 		decisions := carriedOut(res.State, res.Decisions)
-		if err := rec.Save(ctx, r.s.store, res.State, decisions, now.UnixMilli()); err != nil {
+		if err := rec.Save(ctx, fencedStore{r.s.store, epoch}, res.State, decisions, now.UnixMilli()); err != nil {
 			return err
 		}
 		r.s.alerts.rolloutDecisions(rec, decisions, now)
@@ -441,9 +473,13 @@ func (r *rolloutService) CreateRollout(ctx context.Context, actor string, specTe
 		r.mu.Unlock()
 		return api.RolloutView{}, err
 	}
-	// The first pass at once: the operator sees the canaries chosen.
-	if err := r.reconcile(ctx, rec.State.ID); err != nil {
-		r.s.log.Warn("rollout first pass failed", "rollout", rec.State.ID, "err", err)
+	// The first pass at once, on the scheduler's leader: the operator
+	// sees the canaries chosen (another replica leaves it to the leader's
+	// next tick).
+	if epoch := r.leading.Load(); epoch != 0 {
+		if err := r.reconcile(ctx, rec.State.ID, epoch); err != nil {
+			r.s.log.Warn("rollout first pass failed", "rollout", rec.State.ID, "err", err)
+		}
 	}
 	r.mu.Unlock()
 	return r.view(ctx, rec.State.ID, false)
@@ -516,8 +552,10 @@ func (r *rolloutService) ActRollout(ctx context.Context, id, actor, action, why 
 		r.mu.Unlock()
 		return api.RolloutView{}, err
 	}
-	if err := r.reconcile(ctx, id); err != nil {
-		r.s.log.Warn("rollout pass after action failed", "rollout", id, "err", err)
+	if epoch := r.leading.Load(); epoch != 0 {
+		if err := r.reconcile(ctx, id, epoch); err != nil {
+			r.s.log.Warn("rollout pass after action failed", "rollout", id, "err", err)
+		}
 	}
 	r.mu.Unlock()
 	return r.view(ctx, id, false)

@@ -181,6 +181,19 @@ func (s *Store) ListRollouts(ctx context.Context, f RolloutFilter) ([]Rollout, e
 // saved meanwhile the save fails with ErrConflict and changes nothing.
 // The returned rollout carries the new version.
 func (s *Store) SaveRollout(ctx context.Context, r Rollout, devices []RolloutDevice, remove []string, audit []AuditEntry) (Rollout, error) {
+	return s.saveRollout(ctx, s.inTx, r, devices, remove, audit)
+}
+
+// SaveRolloutFenced is SaveRollout by the leader of lease name at epoch
+// (see FencedTx): it fails with ErrFenced, writing nothing, once a newer
+// leader has begun.
+func (s *Store) SaveRolloutFenced(ctx context.Context, name string, epoch uint64, r Rollout, devices []RolloutDevice, remove []string, audit []AuditEntry) (Rollout, error) {
+	inTx := func(ctx context.Context, fn func(tx *sql.Tx) error) error { return s.FencedTx(ctx, name, epoch, fn) }
+	return s.saveRollout(ctx, inTx, r, devices, remove, audit)
+}
+
+func (s *Store) saveRollout(ctx context.Context, inTx func(context.Context, func(*sql.Tx) error) error,
+	r Rollout, devices []RolloutDevice, remove []string, audit []AuditEntry) (Rollout, error) {
 	if err := validateRollout(r); err != nil {
 		return Rollout{}, fmt.Errorf("save rollout: %w", err)
 	}
@@ -200,7 +213,7 @@ func (s *Store) SaveRollout(ctx context.Context, r Rollout, devices []RolloutDev
 			return Rollout{}, fmt.Errorf("save rollout: %w", err)
 		}
 	}
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.q(`UPDATE rollouts SET phase = ?, stage = ?, state = ?, version = version + 1, updated_at = ?
 			WHERE id = ? AND version = ?`), r.Phase, int64(r.Stage), string(r.State), r.UpdatedAt, r.ID, r.Version)
 		if err != nil {
