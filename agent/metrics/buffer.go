@@ -133,7 +133,7 @@ type Buffer struct {
 	db    *sql.DB
 	opt   Options
 	epoch string
-	ch    chan entry
+	q     *queue
 	done  chan struct{} // closed by Close: the writer drains the queue and stops
 	// flushNow cuts the writer's linger short: a Sync is queued.
 	flushNow chan struct{}
@@ -174,7 +174,7 @@ func Open(ctx context.Context, dir string, opt Options) (*Buffer, error) {
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxIdleTime(0)
 	db.SetConnMaxLifetime(0)
-	b := &Buffer{db: db, opt: opt, ch: make(chan entry, opt.QueueSize), done: make(chan struct{}),
+	b := &Buffer{db: db, opt: opt, q: newQueue(opt.QueueSize), done: make(chan struct{}),
 		stopped: make(chan struct{}), flushNow: make(chan struct{}, 1)}
 	if err := b.init(ctx); err != nil {
 		db.Close()
@@ -223,16 +223,17 @@ func (b *Buffer) Epoch() string { return b.epoch }
 // Record enqueues r for the writer. It never blocks: when the queue is full
 // the record is dropped and counted.
 func (b *Buffer) Record(r Record) {
-	select {
-	case b.ch <- entry{rec: r}:
-	default:
+	if !b.q.push(entry{rec: r}) {
 		b.dropped.Add(1)
 	}
 }
 
 // Close writes what is queued and closes the database.
 func (b *Buffer) Close() error {
-	b.close.Do(func() { close(b.done) })
+	b.close.Do(func() {
+		b.q.close()
+		close(b.done)
+	})
 	<-b.stopped
 	if b.fullStmt != nil {
 		b.fullStmt.Close()
@@ -245,23 +246,19 @@ func (b *Buffer) Close() error {
 var ErrClosed = errors.New("metrics: closed")
 
 // Sync waits until every record queued before the call is written. The
-// windowing calls it; it blocks while the queue is full.
+// windowing calls it; its marker is queued even when the queue is full of
+// records.
 func (b *Buffer) Sync(ctx context.Context) error {
 	done := make(chan struct{})
-	select {
-	case b.ch <- entry{sync: done}:
-	case <-b.done:
+	if !b.q.push(entry{sync: done}) {
 		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 	select {
 	case b.flushNow <- struct{}{}:
 	default: // a kick is already pending
 	}
-	// The marker may have been queued after the writer took its last
-	// entry (a send and a closed done are both ready when Sync races
-	// Close): then nobody will close it, and stopped says so.
+	// A marker queued before Close is taken by the writer's last drain;
+	// stopped is a backstop.
 	select {
 	case <-done:
 		return nil
@@ -287,39 +284,50 @@ func (b *Buffer) writer() {
 	defer close(b.stopped)
 	batch := make([]Record, 0, b.opt.BatchSize)
 	var syncs []chan struct{}
-	flush := func() {
+	var taken []*chunk
+	// drain writes everything queued now, in batches of BatchSize rows,
+	// then releases the Syncs it passed.
+	drain := func() {
+		taken = b.q.take(taken[:0])
+		for _, c := range taken {
+			for i := range c.n {
+				e := &c.e[i]
+				if e.sync != nil {
+					syncs = append(syncs, e.sync)
+					continue
+				}
+				batch = append(batch, e.rec)
+				if len(batch) == b.opt.BatchSize {
+					b.write(batch)
+					clear(batch)
+					batch = batch[:0]
+				}
+			}
+		}
 		if len(batch) > 0 {
 			b.write(batch)
+			clear(batch)
 			batch = batch[:0]
 		}
+		b.q.recycle(taken)
+		clear(taken)
 		for _, c := range syncs {
 			close(c)
 		}
+		clear(syncs)
 		syncs = syncs[:0]
-	}
-	take := func(e entry) {
-		if e.sync != nil {
-			syncs = append(syncs, e.sync)
-			return
-		}
-		batch = append(batch, e.rec)
-		if len(batch) == b.opt.BatchSize {
-			b.write(batch)
-			batch = batch[:0]
-		}
 	}
 	for {
 		select {
-		case e := <-b.ch:
-			take(e)
+		case <-b.q.wake:
 			// While the batch is short and no Sync waits, let records
 			// gather for Linger — asleep, not taking them one by one (a
-			// receive that parks the writer again after each record costs
-			// every inference a wake-up) — then take what is queued and
-			// write: one transaction per batch of up to BatchSize rows,
-			// rather than one per handful of records (a commit costs about
-			// as much as hundreds of rows). A Sync cuts the wait short.
-			if b.opt.Linger > 0 && len(syncs) == 0 && len(batch) > 0 && len(b.ch) < b.opt.BatchSize {
+			// wake-up per record costs every inference) — then take what
+			// is queued and write: one transaction per batch of up to
+			// BatchSize rows, rather than one per handful of records (a
+			// commit costs about as much as hundreds of rows). A Sync cuts
+			// the wait short.
+			if b.opt.Linger > 0 && b.q.lingerable(b.opt.BatchSize) {
 				t := time.NewTimer(b.opt.Linger)
 				select {
 				case <-t.C:
@@ -328,27 +336,9 @@ func (b *Buffer) writer() {
 				}
 				t.Stop()
 			}
-		more:
-			for {
-				select {
-				case e := <-b.ch:
-					take(e)
-				default:
-					break more
-				}
-			}
-			flush()
+			drain()
 		case <-b.done:
-			for {
-				select {
-				case e := <-b.ch:
-					take(e)
-					continue
-				default:
-				}
-				break
-			}
-			flush()
+			drain() // the queue is closed: this is the last of it
 			return
 		}
 	}
