@@ -143,15 +143,15 @@ type Buffer struct {
 	close    sync.Once
 
 	pageSize int64
-	runStmt *sql.Stmt // the INSERT of one run, prepared once
-	batches uint64    // written by the writer goroutine only
-	pack    packer    // the writer's
+	runStmt  *sql.Stmt // the INSERT of one run, prepared once
+	batches  uint64    // written by the writer goroutine only
+	pack     packer    // the writer's
 
 	buffered, dropped, lost, damaged, evictedRecords, evictedSummaries atomic.Uint64
-	coarsened, summaries, sent, acked                         atomic.Uint64
-	errMu                                                     sync.Mutex
-	lastErr                                                   string
-	lastErrAt                                                 time.Time
+	coarsened, summaries, sent, acked                                  atomic.Uint64
+	errMu                                                              sync.Mutex
+	lastErr                                                            string
+	lastErrAt                                                          time.Time
 
 	mu     sync.Mutex // the outbox's drain state
 	device string

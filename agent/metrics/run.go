@@ -58,7 +58,7 @@ type packer struct {
 	window  int64 // ms
 	runs    []run // runs[:open] are in use
 	open    int
-	last    int   // the run the previous record went to, or -1
+	last    int // the run the previous record went to, or -1
 	scratch []byte
 	bucket  map[runKey]int // the run open for each key
 }
