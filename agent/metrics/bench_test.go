@@ -12,7 +12,8 @@ import (
 //   - enqueue: the hot path's cost, Record alone (the queue is drained by
 //     the writer meanwhile; a full queue drops and counts);
 //   - written: records durably in SQLite per second, Record then Sync,
-//     1000 rows per transaction. Run with -cpu 1 for the one-core figure.
+//     1000 records per transaction, packed in runs. Run with -cpu 1 for
+//     the one-core figure.
 func BenchmarkRecord(b *testing.B) {
 	feats := make([]float64, 64)
 	for i := range feats {

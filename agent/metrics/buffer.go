@@ -58,8 +58,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 // Options configure a Buffer. Zero values take the defaults.
 type Options struct {
 	Now       func() time.Time // the clock; time.Now by default
-	QueueSize int              // records the hot path may queue; 65536
-	BatchSize int              // rows per write transaction; 1000
+	QueueSize int              // records the hot path may queue; 65536 (memory taken as it fills)
+	BatchSize int              // records per write transaction; 1000
 	// Linger is how long the writer lets a short batch fill before
 	// writing it (a Sync cuts it short); 50 ms; negative: never.
 	Linger      time.Duration
