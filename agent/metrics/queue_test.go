@@ -1,6 +1,11 @@
 package metrics
 
-import "testing"
+import (
+	"context"
+	"runtime"
+	"testing"
+	"unsafe"
+)
 
 // TestQueueGrowsAndShrinks: the queue holds no memory until records come,
 // takes chunks as it fills, refuses records (not Sync markers) at its
@@ -60,5 +65,25 @@ func TestQueueGrowsAndShrinks(t *testing.T) {
 	q.close()
 	if q.push(entry{rec: Record{}}) || q.push(entry{sync: make(chan struct{})}) {
 		t.Fatal("queued after close")
+	}
+}
+
+// TestOpenAllocatesNoQueue: opening the buffer with the default bound
+// (65,536 records) allocates a small fraction of what a queue of that
+// bound would take (11 MB), so that an idle agent does not carry it.
+func TestOpenAllocatesNoQueue(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b, err := Open(context.Background(), t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	runtime.ReadMemStats(&after)
+	full := uint64(1<<16) * uint64(unsafe.Sizeof(entry{}))
+	got := after.TotalAlloc - before.TotalAlloc
+	t.Logf("Open allocated %d bytes (a full queue: %d)", got, full)
+	if got > full/8 {
+		t.Fatalf("Open allocated %d bytes, a full queue is %d", got, full)
 	}
 }
