@@ -27,7 +27,7 @@ type monitor struct {
 	now  func() time.Time
 
 	mu        sync.Mutex
-	baselines map[releaseKey]metrics.Baseline
+	baselines map[releaseKey]monitored
 	seen      map[releaseKey]counterMark // counters already taken, per release
 	seenModel map[string]modelMark       // crashes and rollbacks already taken, per model
 }
@@ -37,12 +37,18 @@ type releaseKey struct {
 	release uint64
 }
 
+// monitored is a release's baseline and the plan its features are read by.
+type monitored struct {
+	bl   metrics.Baseline
+	plan featurePlan
+}
+
 type counterMark struct{ errors, compared, disagreements uint64 }
 
 type modelMark struct{ crashes, rollbacks uint64 }
 
 func newMonitor(life *lifecycle.Lifecycle, now func() time.Time) *monitor {
-	return &monitor{life: life, now: now, baselines: map[releaseKey]metrics.Baseline{},
+	return &monitor{life: life, now: now, baselines: map[releaseKey]monitored{},
 		seen: map[releaseKey]counterMark{}, seenModel: map[string]modelMark{}}
 }
 
@@ -64,9 +70,9 @@ func (m *monitor) Infer(ctx context.Context, name string, inputs []runtime.Tenso
 	}
 	r := metrics.Record{Model: name, Release: res.Release, Version: res.Version, Slot: res.Slot, At: at,
 		Latency: d, OK: err == nil}
-	drift := m.baseline(name, res).Drift
-	if err == nil && drift != nil {
-		r.Features, r.Missing = features(drift.GetFeatures(), inputs, res.Outputs)
+	mon := m.baseline(name, res)
+	if drift := mon.bl.Drift; err == nil && drift != nil {
+		r.Features, r.Missing = mon.plan.read(inputs, res.Outputs)
 		r.Predicted, r.HasPrediction = prediction(drift.GetPrediction(), inputs, res.Outputs)
 	}
 	m.rec.Record(r)
@@ -75,24 +81,25 @@ func (m *monitor) Infer(ctx context.Context, name string, inputs []runtime.Tenso
 
 // baseline remembers the baseline of the release that served, so its
 // windows are binned on it even after the release is unloaded.
-func (m *monitor) baseline(name string, res lifecycle.Result) metrics.Baseline {
+func (m *monitor) baseline(name string, res lifecycle.Result) monitored {
 	k := releaseKey{name, res.Release}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	bl, ok := m.baselines[k]
+	mon, ok := m.baselines[k]
 	if !ok && res.Manifest != nil {
-		bl = metrics.BaselineFromManifest(res.Manifest, res.Digest)
-		m.baselines[k] = bl
+		mon.bl = metrics.BaselineFromManifest(res.Manifest, res.Digest)
+		mon.plan = newFeaturePlan(mon.bl.Drift.GetFeatures())
+		m.baselines[k] = mon
 	}
-	return bl
+	return mon
 }
 
 // Baseline implements metrics.Baselines.
 func (m *monitor) Baseline(model string, release uint64) (metrics.Baseline, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	bl, ok := m.baselines[releaseKey{model, release}]
-	return bl, ok
+	mon, ok := m.baselines[releaseKey{model, release}]
+	return mon.bl, ok
 }
 
 // Take implements metrics.CounterSource: what the lifecycle counted for
@@ -129,35 +136,76 @@ func delta(now, was uint64) uint64 {
 	return now - was
 }
 
-// features reads each monitored feature from the first row of its tensor
-// (an input, or else an output); one not found is missing. Features of the
-// same tensor usually follow each other: the tensor and its row width are
-// looked up once per run of them, not once per feature.
-func features(fs []*pb.FeatureBaseline, inputs, outputs []runtime.Tensor) ([]float64, []bool) {
-	f := make([]float64, len(fs))
-	var missing []bool
-	var (
-		name   string
-		t      *runtime.Tensor
-		width  int
-		looked bool
-	)
+// featurePlan reads a baseline's monitored features: each from the first
+// row of its tensor (an input, or else an output); one not found is
+// missing. Features of the same tensor usually follow each other: the plan
+// holds the runs of them, made once per release, so that an inference
+// looks each tensor and its row width up once per run, comparing no names
+// per feature.
+type featurePlan struct {
+	index []int        // each feature's element index in its tensor's row
+	runs  []featureRun // consecutive features on one tensor
+}
+
+type featureRun struct {
+	tensor   string
+	from, to int // features [from, to)
+}
+
+func newFeaturePlan(fs []*pb.FeatureBaseline) featurePlan {
+	p := featurePlan{index: make([]int, len(fs))}
 	for i, fb := range fs {
-		if n := fb.GetTensor(); !looked || n != name {
-			name, t, looked = n, find(n, inputs, outputs), true
-			if t != nil {
-				width = rowWidth(t)
-			}
+		p.index[i] = int(min(fb.GetIndex(), math.MaxInt32))
+		if k := len(p.runs); k > 0 && p.runs[k-1].tensor == fb.GetTensor() {
+			p.runs[k-1].to = i + 1
+			continue
 		}
-		v, ok := elementOfRow(t, width, int(fb.GetIndex()))
-		if !ok {
-			if missing == nil {
-				missing = make([]bool, len(fs))
-			}
-			missing[i] = true
-			v = math.NaN()
+		p.runs = append(p.runs, featureRun{tensor: fb.GetTensor(), from: i, to: i + 1})
+	}
+	return p
+}
+
+// features reads fs by a plan made for them (see featurePlan).
+func features(fs []*pb.FeatureBaseline, inputs, outputs []runtime.Tensor) ([]float64, []bool) {
+	p := newFeaturePlan(fs)
+	return p.read(inputs, outputs)
+}
+
+func (p *featurePlan) read(inputs, outputs []runtime.Tensor) ([]float64, []bool) {
+	f := make([]float64, len(p.index))
+	var missing []bool
+	for _, run := range p.runs {
+		t := find(run.tensor, inputs, outputs)
+		width := 0
+		if t != nil {
+			width = rowWidth(t)
 		}
-		f[i] = v
+		if t != nil && t.DType == runtime.Float32 && width <= len(t.Data)/4 {
+			// The common case, without elementOfRow's checks per element.
+			for i := run.from; i < run.to; i++ {
+				if j := p.index[i]; j >= 0 && j < width {
+					f[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*j:])))
+					continue
+				}
+				if missing == nil {
+					missing = make([]bool, len(f))
+				}
+				missing[i] = true
+				f[i] = math.NaN()
+			}
+			continue
+		}
+		for i := run.from; i < run.to; i++ {
+			v, ok := elementOfRow(t, width, p.index[i])
+			if !ok {
+				if missing == nil {
+					missing = make([]bool, len(f))
+				}
+				missing[i] = true
+				v = math.NaN()
+			}
+			f[i] = v
+		}
 	}
 	return f, missing
 }

@@ -29,13 +29,15 @@ func TestFeaturesReadsEachTensorRun(t *testing.T) {
 	out.Name = "b" // an output named as an input: the input wins
 	o := f32Row([]int64{1, 1}, 7)
 	o.Name = "o"
+	u := runtime.Tensor{Name: "u", DType: runtime.Uint8, Shape: []int64{1, 2}, Data: []byte{5, 6}}
 	fs := []*pb.FeatureBaseline{
 		{Tensor: "a", Index: 0}, {Tensor: "a", Index: 2}, {Tensor: "b", Index: 1}, {Tensor: "a", Index: 1},
 		{Tensor: "a", Index: 3}, {Tensor: "o", Index: 0}, {Tensor: "gone", Index: 0}, {Tensor: "b", Index: 0},
+		{Tensor: "u", Index: 1}, {Tensor: "u", Index: 2},
 	}
-	f, missing := features(fs, []runtime.Tensor{a, b}, []runtime.Tensor{out, o})
-	want := []float64{1, 3, 20, 2, math.NaN(), 7, math.NaN(), 10}
-	wantMissing := []bool{false, false, false, false, true, false, true, false}
+	f, missing := features(fs, []runtime.Tensor{a, b, u}, []runtime.Tensor{out, o})
+	want := []float64{1, 3, 20, 2, math.NaN(), 7, math.NaN(), 10, 6, math.NaN()}
+	wantMissing := []bool{false, false, false, false, true, false, true, false, false, true}
 	for i := range want {
 		if missing[i] != wantMissing[i] || (!missing[i] && f[i] != want[i]) || (missing[i] && !math.IsNaN(f[i])) {
 			t.Errorf("feature %d: %v (missing %v), want %v (missing %v)", i, f[i], missing[i], want[i], wantMissing[i])

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,19 +31,21 @@ const pragmas = "_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
 
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS records (
-	id         INTEGER PRIMARY KEY,
-	at_ms      INTEGER NOT NULL,
-	model      TEXT NOT NULL,
-	release    INTEGER NOT NULL,
-	version    TEXT NOT NULL,
-	slot       TEXT NOT NULL,
-	latency_us INTEGER NOT NULL,
-	ok         INTEGER NOT NULL,
-	features   BLOB,
-	prediction REAL              -- NULL: no prediction
+-- Runs of records (see run.go): one row per run of one model's records in
+-- one window.
+CREATE TABLE IF NOT EXISTS runs (
+	id        INTEGER PRIMARY KEY,
+	model     TEXT NOT NULL,
+	release   INTEGER NOT NULL,
+	version   TEXT NOT NULL,
+	slot      TEXT NOT NULL,
+	window_ms INTEGER NOT NULL, -- the start of the window the records are in
+	min_at_ms INTEGER NOT NULL,
+	max_at_ms INTEGER NOT NULL,
+	n         INTEGER NOT NULL, -- records in data
+	data      BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_by_model ON records (model, at_ms);
+CREATE INDEX IF NOT EXISTS runs_by_model ON runs (model, max_at_ms);
 CREATE TABLE IF NOT EXISTS outbox (
 	seq      INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: the Telemetry sequence
 	start_ms INTEGER NOT NULL,
@@ -57,8 +58,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 // Options configure a Buffer. Zero values take the defaults.
 type Options struct {
 	Now       func() time.Time // the clock; time.Now by default
-	QueueSize int              // records the hot path may queue; 65536
-	BatchSize int              // rows per write transaction; 1000
+	QueueSize int              // records the hot path may queue; 65536 (memory taken as it fills)
+	BatchSize int              // records per write transaction; 1000
 	// Linger is how long the writer lets a short batch fill before
 	// writing it (a Sync cuts it short); 50 ms; negative: never.
 	Linger      time.Duration
@@ -115,6 +116,7 @@ type Stats struct {
 	Buffered          uint64 // records written
 	Dropped           uint64 // records refused because the queue was full
 	Lost              uint64 // records that could not be written (disk full, I/O error)
+	Damaged           uint64 // records in a damaged row of the database, left out of their summary
 	EvictedRecords    uint64 // unsummarised records evicted for the quota
 	EvictedSummaries  uint64 // outbox messages evicted for the quota
 	Coarsened         uint64 // outbox messages merged into their neighbours
@@ -133,7 +135,7 @@ type Buffer struct {
 	db    *sql.DB
 	opt   Options
 	epoch string
-	ch    chan entry
+	q     *queue
 	done  chan struct{} // closed by Close: the writer drains the queue and stops
 	// flushNow cuts the writer's linger short: a Sync is queued.
 	flushNow chan struct{}
@@ -141,15 +143,15 @@ type Buffer struct {
 	close    sync.Once
 
 	pageSize int64
-	fullStmt *sql.Stmt // the INSERT of rowsPerStatement records, prepared once
+	runStmt  *sql.Stmt // the INSERT of one run, prepared once
 	batches  uint64    // written by the writer goroutine only
-	arena    []byte    // the writer's feature blobs, reused per statement
+	pack     packer    // the writer's
 
-	buffered, dropped, lost, evictedRecords, evictedSummaries atomic.Uint64
-	coarsened, summaries, sent, acked                         atomic.Uint64
-	errMu                                                     sync.Mutex
-	lastErr                                                   string
-	lastErrAt                                                 time.Time
+	buffered, dropped, lost, damaged, evictedRecords, evictedSummaries atomic.Uint64
+	coarsened, summaries, sent, acked                                  atomic.Uint64
+	errMu                                                              sync.Mutex
+	lastErr                                                            string
+	lastErrAt                                                          time.Time
 
 	mu     sync.Mutex // the outbox's drain state
 	device string
@@ -174,7 +176,7 @@ func Open(ctx context.Context, dir string, opt Options) (*Buffer, error) {
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxIdleTime(0)
 	db.SetConnMaxLifetime(0)
-	b := &Buffer{db: db, opt: opt, ch: make(chan entry, opt.QueueSize), done: make(chan struct{}),
+	b := &Buffer{db: db, opt: opt, pack: packer{window: opt.Window.Milliseconds()}, q: newQueue(opt.QueueSize), done: make(chan struct{}),
 		stopped: make(chan struct{}), flushNow: make(chan struct{}, 1)}
 	if err := b.init(ctx); err != nil {
 		db.Close()
@@ -203,7 +205,10 @@ func (b *Buffer) init(ctx context.Context) error {
 		return err
 	}
 	var err error
-	if b.fullStmt, err = b.db.PrepareContext(ctx, insertSQL(rowsPerStatement)); err != nil {
+	if b.runStmt, err = b.db.PrepareContext(ctx, insertRunSQL); err != nil {
+		return err
+	}
+	if err := b.migrateRecords(ctx); err != nil {
 		return err
 	}
 	err = b.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'epoch'`).Scan(&b.epoch)
@@ -223,19 +228,20 @@ func (b *Buffer) Epoch() string { return b.epoch }
 // Record enqueues r for the writer. It never blocks: when the queue is full
 // the record is dropped and counted.
 func (b *Buffer) Record(r Record) {
-	select {
-	case b.ch <- entry{rec: r}:
-	default:
+	if !b.q.push(entry{rec: r}) {
 		b.dropped.Add(1)
 	}
 }
 
 // Close writes what is queued and closes the database.
 func (b *Buffer) Close() error {
-	b.close.Do(func() { close(b.done) })
+	b.close.Do(func() {
+		b.q.close()
+		close(b.done)
+	})
 	<-b.stopped
-	if b.fullStmt != nil {
-		b.fullStmt.Close()
+	if b.runStmt != nil {
+		b.runStmt.Close()
 	}
 	return b.db.Close()
 }
@@ -245,23 +251,19 @@ func (b *Buffer) Close() error {
 var ErrClosed = errors.New("metrics: closed")
 
 // Sync waits until every record queued before the call is written. The
-// windowing calls it; it blocks while the queue is full.
+// windowing calls it; its marker is queued even when the queue is full of
+// records.
 func (b *Buffer) Sync(ctx context.Context) error {
 	done := make(chan struct{})
-	select {
-	case b.ch <- entry{sync: done}:
-	case <-b.done:
+	if !b.q.push(entry{sync: done}) {
 		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 	select {
 	case b.flushNow <- struct{}{}:
 	default: // a kick is already pending
 	}
-	// The marker may have been queued after the writer took its last
-	// entry (a send and a closed done are both ready when Sync races
-	// Close): then nobody will close it, and stopped says so.
+	// A marker queued before Close is taken by the writer's last drain;
+	// stopped is a backstop.
 	select {
 	case <-done:
 		return nil
@@ -287,39 +289,50 @@ func (b *Buffer) writer() {
 	defer close(b.stopped)
 	batch := make([]Record, 0, b.opt.BatchSize)
 	var syncs []chan struct{}
-	flush := func() {
+	var taken []*chunk
+	// drain writes everything queued now, in batches of BatchSize rows,
+	// then releases the Syncs it passed.
+	drain := func() {
+		taken = b.q.take(taken[:0])
+		for _, c := range taken {
+			for i := range c.n {
+				e := &c.e[i]
+				if e.sync != nil {
+					syncs = append(syncs, e.sync)
+					continue
+				}
+				batch = append(batch, e.rec)
+				if len(batch) == b.opt.BatchSize {
+					b.write(batch)
+					clear(batch)
+					batch = batch[:0]
+				}
+			}
+		}
 		if len(batch) > 0 {
 			b.write(batch)
+			clear(batch)
 			batch = batch[:0]
 		}
+		b.q.recycle(taken)
+		clear(taken)
 		for _, c := range syncs {
 			close(c)
 		}
+		clear(syncs)
 		syncs = syncs[:0]
-	}
-	take := func(e entry) {
-		if e.sync != nil {
-			syncs = append(syncs, e.sync)
-			return
-		}
-		batch = append(batch, e.rec)
-		if len(batch) == b.opt.BatchSize {
-			b.write(batch)
-			batch = batch[:0]
-		}
 	}
 	for {
 		select {
-		case e := <-b.ch:
-			take(e)
+		case <-b.q.wake:
 			// While the batch is short and no Sync waits, let records
 			// gather for Linger — asleep, not taking them one by one (a
-			// receive that parks the writer again after each record costs
-			// every inference a wake-up) — then take what is queued and
-			// write: one transaction per batch of up to BatchSize rows,
-			// rather than one per handful of records (a commit costs about
-			// as much as hundreds of rows). A Sync cuts the wait short.
-			if b.opt.Linger > 0 && len(syncs) == 0 && len(batch) > 0 && len(b.ch) < b.opt.BatchSize {
+			// wake-up per record costs every inference) — then take what
+			// is queued and write: one transaction per batch of up to
+			// BatchSize rows, rather than one per handful of records (a
+			// commit costs about as much as hundreds of rows). A Sync cuts
+			// the wait short.
+			if b.opt.Linger > 0 && b.q.lingerable(b.opt.BatchSize) {
 				t := time.NewTimer(b.opt.Linger)
 				select {
 				case <-t.C:
@@ -328,27 +341,9 @@ func (b *Buffer) writer() {
 				}
 				t.Stop()
 			}
-		more:
-			for {
-				select {
-				case e := <-b.ch:
-					take(e)
-				default:
-					break more
-				}
-			}
-			flush()
+			drain()
 		case <-b.done:
-			for {
-				select {
-				case e := <-b.ch:
-					take(e)
-					continue
-				default:
-				}
-				break
-			}
-			flush()
+			drain() // the queue is closed: this is the last of it
 			return
 		}
 	}
@@ -377,59 +372,30 @@ func (b *Buffer) write(batch []Record) {
 	}
 }
 
-// rowsPerStatement is how many records one multi-row INSERT carries: one
-// trip through database/sql and the driver per 100 rows, not per row.
-const rowsPerStatement = 100
+const insertRunSQL = `INSERT INTO runs (model, release, version, slot, window_ms, min_at_ms, max_at_ms, n, data)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
-func insertSQL(rows int) string {
-	var q strings.Builder
-	q.WriteString(`INSERT INTO records (at_ms, model, release, version, slot, latency_us, ok, features, prediction) VALUES `)
-	for i := range rows {
-		if i > 0 {
-			q.WriteString(", ")
-		}
-		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
-	}
-	return q.String()
-}
-
+// insert writes the batch as runs, in one transaction: a run is written
+// whole or not at all.
 func (b *Buffer) insert(ctx context.Context, batch []Record) error {
+	p := &b.pack
+	p.reset()
+	for i := range batch {
+		p.add(&batch[i])
+	}
+	defer p.reset()
 	tx, err := b.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	args := make([]any, 0, 9*rowsPerStatement)
-	for lo := 0; lo < len(batch); lo += rowsPerStatement {
-		chunk := batch[lo:min(lo+rowsPerStatement, len(batch))]
-		args = args[:0]
-		// The chunk's feature blobs, in one reused buffer: the driver is done
-		// with the arguments when Exec returns.
-		arena := b.arena[:0]
-		for _, r := range chunk {
-			var feats any // NULL: no features
-			if len(r.Features) > 0 {
-				start := len(arena)
-				arena = appendFeatures(arena, r.Features, r.Missing)
-				feats = arena[start:len(arena):len(arena)]
-			}
-			var pred any
-			if r.HasPrediction {
-				pred = r.Predicted
-			}
-			ok := 0
-			if r.OK {
-				ok = 1
-			}
-			args = append(args, r.At.UnixMilli(), r.Model, int64(r.Release), r.Version, r.Slot,
-				r.Latency.Microseconds(), ok, feats, pred)
-		}
-		b.arena = arena
-		if len(chunk) == rowsPerStatement {
-			if _, err := tx.StmtContext(ctx, b.fullStmt).ExecContext(ctx, args...); err != nil {
-				return err
-			}
-		} else if _, err := tx.ExecContext(ctx, insertSQL(len(chunk)), args...); err != nil {
+	stmt := tx.StmtContext(ctx, b.runStmt)
+	for _, ru := range p.runs[:p.open] {
+		k := &ru.key
+		// The driver is done with the arguments when Exec returns: the
+		// packer's buffers are reused for the next batch.
+		if _, err := stmt.ExecContext(ctx, k.model, int64(k.release), k.version, k.slot, k.window,
+			ru.minAt, ru.maxAt, ru.n, ru.data); err != nil {
 			return err
 		}
 	}
@@ -456,7 +422,7 @@ func (b *Buffer) usedBytes(ctx context.Context) (int64, error) {
 // Stats returns the buffer's counters.
 func (b *Buffer) Stats(ctx context.Context) (Stats, error) {
 	s := Stats{
-		Buffered: b.buffered.Load(), Dropped: b.dropped.Load(), Lost: b.lost.Load(),
+		Buffered: b.buffered.Load(), Dropped: b.dropped.Load(), Lost: b.lost.Load(), Damaged: b.damaged.Load(),
 		EvictedRecords: b.evictedRecords.Load(), EvictedSummaries: b.evictedSummaries.Load(),
 		Coarsened: b.coarsened.Load(), Summaries: b.summaries.Load(), Sent: b.sent.Load(), Acked: b.acked.Load(),
 	}
@@ -464,7 +430,7 @@ func (b *Buffer) Stats(ctx context.Context) (Stats, error) {
 	s.LastWriteError, s.LastWriteErrorAt = b.lastErr, b.lastErrAt
 	b.errMu.Unlock()
 	var oldest sql.NullInt64
-	if err := b.db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM records), (SELECT COUNT(*) FROM outbox),
+	if err := b.db.QueryRowContext(ctx, `SELECT (SELECT COALESCE(SUM(n), 0) FROM runs), (SELECT COUNT(*) FROM outbox),
 		(SELECT MIN(start_ms) FROM outbox)`).Scan(&s.Records, &s.Pending, &oldest); err != nil {
 		return s, err
 	}

@@ -2,8 +2,11 @@
 // outbox.
 //
 //	Record (hot path: enqueue only, drop and count when full)
-//	  → writer goroutine: batches of ≤ 1000 rows per IMMEDIATE transaction
-//	  → records table (SQLite, WAL, synchronous NORMAL, own file)
+//	  → queue: chunks allocated as it fills, bounded (QueueSize records)
+//	  → writer goroutine: batches of ≤ 1000 records per IMMEDIATE transaction
+//	  → runs table (SQLite, WAL, synchronous NORMAL, own file): one row per
+//	    run of ≤ 128 records of one model release and slot in one window
+//	    (run.go), so a window takes whole rows
 //	  → CloseWindows: per model, each window [start, start+W) becomes a
 //	    WindowSummary (proto/summary) scored against the bundle's
 //	    DriftBaseline; a window under the minimum record count is carried

@@ -246,7 +246,12 @@ func TestQuotaEvictsOldestAndKeepsServing(t *testing.T) {
 	ctx := context.Background()
 	clk := &fakeClock{t: epoch0}
 	b := openBuffer(t, t.TempDir(), clk, func(o *Options) { o.QuotaBytes = 512 << 10 })
-	feats := make([]float64, 8)
+	// Records of 64 float32 features (≈ 270 bytes packed): 10,000 of them
+	// are five times the quota.
+	feats := make([]float64, 64)
+	for j := range feats {
+		feats[j] = float64(j) + 0.5
+	}
 	const total = 10000
 	for i := range total {
 		r := rec(epoch0.Add(time.Duration(i)*time.Millisecond), 1, 0, true)
@@ -271,7 +276,7 @@ func TestQuotaEvictsOldestAndKeepsServing(t *testing.T) {
 	}
 	// The newest records survive: eviction is oldest first.
 	var newest int64
-	b.db.QueryRowContext(ctx, `SELECT MAX(at_ms) FROM records`).Scan(&newest)
+	b.db.QueryRowContext(ctx, `SELECT MAX(max_at_ms) FROM runs`).Scan(&newest)
 	if newest != epoch0.Add((total-1)*time.Millisecond).UnixMilli() {
 		t.Fatalf("newest record %d evicted", newest)
 	}

@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"sort"
 	"time"
@@ -59,7 +58,7 @@ func (b *Buffer) CloseWindows(ctx context.Context) (int, error) {
 	}
 	now := b.opt.Now().UnixMilli()
 	w := b.opt.Window.Milliseconds()
-	rows, err := b.db.QueryContext(ctx, `SELECT model, MIN(at_ms), MAX(release) FROM records GROUP BY model ORDER BY model`)
+	rows, err := b.db.QueryContext(ctx, `SELECT model, MIN(min_at_ms), MAX(release) FROM runs GROUP BY model ORDER BY model`)
 	if err != nil {
 		return 0, fmt.Errorf("metrics: close windows: %w", err)
 	}
@@ -89,7 +88,7 @@ func (b *Buffer) CloseWindows(ctx context.Context) (int, error) {
 		start := floorDiv(p.minAt, w) * w
 		for end := start + w; end <= now; end += w {
 			var n uint64
-			if err := b.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM records WHERE model = ? AND at_ms < ?`,
+			if err := b.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(n), 0) FROM runs WHERE model = ? AND max_at_ms < ?`,
 				p.model, end).Scan(&n); err != nil {
 				return made, err
 			}
@@ -132,42 +131,44 @@ func (b *Buffer) emit(ctx context.Context, model string, start, end int64) (int,
 		return 0, err
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `SELECT release, version, slot, latency_us, ok, features, prediction
-		FROM records WHERE model = ? AND at_ms < ? ORDER BY id`, model, end)
+	rows, err := tx.QueryContext(ctx, `SELECT release, version, slot, window_ms, n, data
+		FROM runs WHERE model = ? AND max_at_ms < ? ORDER BY id`, model, end)
 	if err != nil {
 		return 0, err
 	}
 	windows := map[groupKey]*summary.Window{}
 	baselines := map[groupKey]Baseline{}
+	var damaged uint64
 	for rows.Next() {
 		var (
-			rel, lat, ok int64
-			ver, slot    string
-			blob         []byte
-			pred         sql.NullFloat64
+			rel, win, n int64
+			ver, slot   string
+			data        []byte
 		)
-		if err := rows.Scan(&rel, &ver, &slot, &lat, &ok, &blob, &pred); err != nil {
+		if err := rows.Scan(&rel, &ver, &slot, &win, &n, &data); err != nil {
 			rows.Close()
 			return 0, err
 		}
 		k := groupKey{uint64(rel), slot}
-		win, found := windows[k]
+		w, found := windows[k]
 		if !found {
 			bl := b.baseline(model, k.release)
 			if bl.Version == "" {
 				bl.Version = ver
 			}
 			baselines[k] = bl
-			win = summary.NewWindow(summary.Meta{Model: model, Release: k.release, Version: bl.Version,
+			w = summary.NewWindow(summary.Meta{Model: model, Release: k.release, Version: bl.Version,
 				Slot: slot, BundleDigest: bl.BundleDigest}, bl.Drift, start)
-			windows[k] = win
+			windows[k] = w
 		}
-		f, missing, err := decodeFeatures(blob)
-		if err != nil {
-			f, missing = nil, nil // a damaged row still counts as a request
-		}
-		win.Add(summary.Record{LatencyMs: float64(lat) / 1000, OK: ok != 0, Features: f, Missing: missing,
-			Prediction: pred.Float64, HasPrediction: pred.Valid})
+		n = min(max(n, 0), maxRunRecords)
+		given, _ := decodeRun(data, win, int(n), func(r runRecord) {
+			// A damaged feature blob leaves the record without features:
+			// it still counts as a request.
+			w.Add(summary.Record{LatencyMs: float64(r.latencyUs) / 1000, OK: r.ok, Features: r.features,
+				Missing: r.missing, Prediction: r.prediction, HasPrediction: r.hasPrediction})
+		})
+		damaged += uint64(int(n) - given)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -202,12 +203,13 @@ func (b *Buffer) emit(ctx context.Context, model string, start, end int64) (int,
 		start, end, payload); err != nil {
 		return 0, err
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM records WHERE model = ? AND at_ms < ?`, model, end); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM runs WHERE model = ? AND max_at_ms < ?`, model, end); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, err
 	}
+	b.damaged.Add(damaged)
 	b.summaries.Add(uint64(len(out.Summaries)))
 	return len(out.Summaries), nil
 }
