@@ -301,6 +301,10 @@ func (s *session) serve(ctx context.Context, conn Conn, lost <-chan error) error
 }
 
 // onConnect subscribes to the device's inbound topics and announces it.
+// Once a desired state has been accepted, it also reports again what the
+// device runs: the retained desired state it is sent back is the one it
+// accepted (and answers nothing), so a report lost with the previous
+// connection would otherwise never reach the control plane.
 func (s *session) onConnect(ctx context.Context, conn Conn) error {
 	filters := map[string]byte{}
 	for _, k := range []topic.Kind{topic.Desired, topic.Command, topic.Ack, topic.SupportAck} {
@@ -310,7 +314,15 @@ func (s *session) onConnect(ctx context.Context, conn Conn) error {
 	if err := conn.Subscribe(ctx, filters); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	return s.announce(ctx, conn)
+	if err := s.announce(ctx, conn); err != nil {
+		return err
+	}
+	if s.a.Status().DesiredRevision != 0 {
+		if err := s.publishReported(ctx, conn); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // announce publishes birth and status ONLINE.

@@ -115,3 +115,33 @@ func TestManyAgentsOneProcess(t *testing.T) {
 		agenttest.WaitFor[flotillapb.Heartbeat](srv, mark, fmt.Sprintf("sim-%03d", i), topic.Heartbeat, nil)
 	}
 }
+
+// TestReconnectReportsAgain: after a desired state was accepted, every
+// new connection carries a reported state answering it, without a new
+// desired state: a report lost with a dropped connection is not lost for
+// good (the retained desired state the broker sends back answers nothing).
+func TestReconnectReportsAgain(t *testing.T) {
+	srv := agenttest.New(t)
+	cfg := testConfig(t, srv, "dev-1")
+	d := newCutDialer()
+	cfg.Dialer = d
+	clock := agenttest.NewClock(time.Unix(1_700_000_000, 0))
+	cfg.Clock = clock
+	r := start(t, cfg)
+	agenttest.WaitFor[flotillapb.Status](srv, 0, "dev-1", topic.Status, isStatus(flotillapb.Status_STATE_ONLINE, ""))
+	srv.PublishDesired(&flotillapb.DesiredState{DeviceId: "dev-1", Revision: 7})
+	agenttest.WaitFor[flotillapb.ReportedState](srv, 0, "dev-1", topic.Reported, func(rs *flotillapb.ReportedState) bool { return rs.GetDesiredRevision() == 7 })
+
+	mark := srv.Mark()
+	d.cut()
+	eventually(t, "agent notices", func() bool { return r.Status().State == StateConnecting })
+	eventually(t, "backoff timer", func() bool { return clock.Waiters() > 0 })
+	clock.Advance(backoffBase)
+	rep := agenttest.WaitFor[flotillapb.ReportedState](srv, mark, "dev-1", topic.Reported, nil)
+	if rep.GetDesiredRevision() != 7 {
+		t.Fatalf("reported after reconnecting: %v, want it to answer revision 7", rep)
+	}
+	if n := r.Status().Counters[CounterDesiredAccepted]; n != 1 {
+		t.Errorf("%d desired states accepted, want 1 (the reconnect took no new one)", n)
+	}
+}
