@@ -35,8 +35,8 @@ import (
 	"github.com/flotilla-edge/flotilla/agent/diag"
 	diagcli "github.com/flotilla-edge/flotilla/agent/diag/cli"
 	"github.com/flotilla-edge/flotilla/agent/logring"
-	"github.com/flotilla-edge/flotilla/firmware/selfupdate"
 	"github.com/flotilla-edge/flotilla/agent/promexport"
+	"github.com/flotilla-edge/flotilla/firmware/selfupdate"
 	"github.com/flotilla-edge/flotilla/proto/wire"
 )
 
