@@ -300,6 +300,29 @@ func BenchmarkIngestPipeline(b *testing.B) {
 	}
 }
 
+// benchFleet encodes batches of telemetry messages as 1,000 devices send
+// them, one sequence after another.
+type benchFleet struct {
+	payloads [][]byte
+	topics   []string
+	seq      uint64
+}
+
+func newBenchFleet(batch int) *benchFleet {
+	return &benchFleet{payloads: make([][]byte, batch), topics: make([]string, batch)}
+}
+
+// next encodes the next batch, each message carrying s.
+func (f *benchFleet) next(s *pb.WindowSummary) (payloads [][]byte, topics []string) {
+	for i := range f.payloads {
+		f.seq++
+		dev := fmt.Sprintf("dev-%05d", f.seq%1000)
+		f.payloads[i], _ = wire.Encode(telemetryOf(dev, f.seq, s))
+		f.topics[i] = scheme.Device("telemetry", dev)
+	}
+	return f.payloads, f.topics
+}
+
 func benchPipeline(b *testing.B, s *pb.WindowSummary, path string) {
 	const batch = 2000
 	ctx, cancel := context.WithCancel(context.Background())
@@ -311,18 +334,11 @@ func benchPipeline(b *testing.B, s *pb.WindowSummary, path string) {
 	}, telemetry.Options{QueueSize: batch * runtime.GOMAXPROCS(0)}) // room for every message of an iteration
 	done := make(chan error, 1)
 	go func() { done <- in.Run(ctx) }()
-	payloads := make([][]byte, batch)
-	topics := make([]string, batch)
-	seq := uint64(0)
+	fl := newBenchFleet(batch)
 	n := 0
 	for b.Loop() {
 		b.StopTimer() // the devices' work: encoding
-		for i := range payloads {
-			seq++
-			dev := fmt.Sprintf("dev-%05d", seq%1000)
-			payloads[i], _ = wire.Encode(telemetryOf(dev, seq, s))
-			topics[i] = scheme.Device("telemetry", dev)
-		}
+		payloads, topics := fl.next(s)
 		b.StartTimer()
 		for i := range payloads {
 			if path == "callback" {

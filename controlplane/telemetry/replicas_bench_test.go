@@ -12,7 +12,6 @@ import (
 	"github.com/flotilla-edge/flotilla/controlplane/store/pgtest"
 	"github.com/flotilla-edge/flotilla/controlplane/telemetry"
 	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
-	"github.com/flotilla-edge/flotilla/proto/wire"
 )
 
 // BenchmarkIngestReplicas is issue 11's comparison: summary ingest by 1,
@@ -62,18 +61,11 @@ func benchReplicas(b *testing.B, s *pb.WindowSummary, sts []*store.Store) {
 		go func() { d <- in.Run(ctx) }()
 		ins, done = append(ins, in), append(done, d)
 	}
-	payloads := make([][]byte, batch)
-	topics := make([]string, batch)
-	seq := uint64(0)
+	fl := newBenchFleet(batch)
 	n := 0
 	for b.Loop() {
 		b.StopTimer() // the devices' work: encoding
-		for i := range payloads {
-			seq++
-			dev := fmt.Sprintf("dev-%05d", seq%1000)
-			payloads[i], _ = wire.Encode(telemetryOf(dev, seq, s))
-			topics[i] = scheme.Device("telemetry", dev)
-		}
+		payloads, topics := fl.next(s)
 		b.StartTimer()
 		for i := range payloads {
 			ins[i%len(ins)].Offer(topics[i], payloads[i])
