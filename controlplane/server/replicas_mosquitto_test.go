@@ -1,0 +1,129 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-edge/flotilla/controlplane/api"
+	"github.com/flotilla-edge/flotilla/controlplane/backup"
+	"github.com/flotilla-edge/flotilla/controlplane/mosquitto/mosquittotest"
+	"github.com/flotilla-edge/flotilla/controlplane/server"
+	"github.com/flotilla-edge/flotilla/controlplane/store/pgtest"
+)
+
+// TestReplicaFailoverMosquitto is issue 11's failover: two control-plane
+// replicas share one PostgreSQL database and one Mosquitto (dynamic
+// security); the second replica's data folder is a restored backup of
+// the first's (the same CA, release keys and bundles). Real agents with
+// the digits model take part in a staged rollout; mid-rollout the
+// replica running the scheduler stops, the other takes the lease and the
+// rollout completes — every device assigned exactly once, each reporting
+// the release to the surviving replica.
+func TestReplicaFailoverMosquitto(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{AdminUser: "dynsec-admin", AdminPassword: secret()})
+	dsn := pgtest.Database(t)
+	controlPassword := secret()
+	start := func(dir string) *server.Server {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		s, err := server.New(ctx, server.Config{DataDir: dir, Database: dsn, Listen: freeAddr(t), MQTTURL: b.URL(),
+			MQTTUser: "flotilla-control", MQTTPassword: controlPassword,
+			Dynsec:    &server.Dynsec{AdminUser: b.AdminUser, AdminPassword: b.AdminPassword},
+			WaveDelay: 300 * time.Millisecond, Version: "test", Logger: testLogger(t),
+			Rollouts: server.RolloutConfig{Every: 100 * time.Millisecond}})
+		if err != nil {
+			t.Fatalf("%v\nbroker log:\n%s", err, b.Log())
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	dirA := t.TempDir()
+	keys := operatorKeys(t, dirA)
+	a := start(dirA)
+	tok, _ := os.ReadFile(filepath.Join(dirA, server.AdminTokenFile))
+	op := operator{t: t, srv: a, token: strings.TrimSpace(string(tok)), keys: keys, dir: dirA}
+	op.release(digitsSource(t, "1", shortProbation(t)), "1")
+
+	// The second replica: a restore of the first one's backup.
+	var archive bytes.Buffer
+	if _, err := backup.Create(context.Background(), &archive, dirA, backup.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	dirB := filepath.Join(t.TempDir(), "b")
+	if _, err := backup.Restore(bytes.NewReader(archive.Bytes()), dirB, backup.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	bsrv := start(dirB)
+
+	c := adminClient(t, a, dirA)
+	ids := []string{"dev-0", "dev-1", "dev-2"}
+	for _, id := range ids {
+		et, err := c.CreateEnrolToken(context.Background(), api.EnrolTokenRequest{Name: id, MaxUses: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		startRolloutAgent(t, op, id, filepath.Join(t.TempDir(), id), et.Token)
+	}
+	v, err := c.CreateRollout(context.Background(), []byte("bundle: {model: digits, release: 1}\n"+
+		"stages: [{name: canary, count: 1, bake: 3s}, {percent: 100}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last api.RolloutView
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last view: %+v", last)
+		}
+	})
+	eventually(t, "canary committed", func() bool {
+		last, err = c.Rollout(context.Background(), v.ID, true)
+		return err == nil && last.Devices["committed"] == 1
+	})
+	if last.Phase != "running" || last.Stage != 0 {
+		t.Fatalf("before the failover: %+v", last)
+	}
+
+	// The scheduler's replica stops mid-rollout (the canary baking).
+	leader, other := a, bsrv
+	if bsrv.SchedulerLeading() {
+		leader, other = bsrv, a
+	}
+	if !leader.SchedulerLeading() || other.SchedulerLeading() {
+		t.Fatalf("leading: a %v, b %v; want exactly one", a.SchedulerLeading(), bsrv.SchedulerLeading())
+	}
+	// Summaries the gates read, stored through the surviving replica as
+	// its ingest would (the agents serve no inference here).
+	reportTelemetry(t, other, ids, time.Now)
+	leader.Close()
+	within(t, 30*time.Second, "the other replica leads", func() bool { return other.SchedulerLeading() })
+
+	oc := adminClient(t, other, dirA) // the token is in the shared database
+	within(t, time.Minute, "rollout completed by the other replica", func() bool {
+		last, err = oc.Rollout(context.Background(), v.ID, true)
+		return err == nil && last.Phase == "completed" && last.Devices["committed"] == len(ids)
+	})
+	audit, err := oc.RolloutAudit(context.Background(), v.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assigned := map[string]int{}
+	for _, e := range audit {
+		if e.Action == "rollout.assign" {
+			assigned[strings.Fields(e.Detail)[1]]++
+		}
+	}
+	for _, id := range ids {
+		if assigned[id] != 1 {
+			t.Errorf("%s assigned %d times across the failover: %v", id, assigned[id], audit)
+		}
+		if m := reportedDigits(other, id); m.GetActiveRelease() != 1 {
+			t.Errorf("%s reports %v to the surviving replica", id, m)
+		}
+	}
+}
