@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/flotilla-edge/flotilla/runtime"
 )
 
@@ -131,6 +133,9 @@ type benchCase struct {
 	input  runtime.Tensor
 	body   []byte            // the API request
 	header map[string]string // for the binary extension
+	// shmBody is the request naming the input in the shared memory region
+	// "bench" (nil: no shared memory rows).
+	shmBody []byte
 }
 
 func digitsCase(b *testing.B) benchCase {
@@ -155,7 +160,9 @@ func mobilenetCase(b *testing.B) benchCase {
 	}
 	hdr, _ := json.Marshal(map[string]any{"inputs": []any{map[string]any{"name": "image", "shape": []int{1, 3, 224, 224}, "datatype": "FP32",
 		"parameters": map[string]any{"binary_data_size": len(data)}}}, "parameters": map[string]any{"binary_data_output": true}})
-	return benchCase{name: "mobilenetv2", bundle: dir, body: append(hdr, data...), header: map[string]string{headerLength: strconv.Itoa(len(hdr))},
+	shmBody, _ := json.Marshal(map[string]any{"inputs": []any{map[string]any{"name": "image", "shape": []int{1, 3, 224, 224}, "datatype": "FP32",
+		"parameters": map[string]any{"shared_memory_region": "bench", "shared_memory_byte_size": len(data)}}}, "parameters": map[string]any{"binary_data_output": true}})
+	return benchCase{name: "mobilenetv2", bundle: dir, body: append(hdr, data...), header: map[string]string{headerLength: strconv.Itoa(len(hdr))}, shmBody: shmBody,
 		input: runtime.Tensor{Name: "image", DType: runtime.Float32, Shape: []int64{1, 3, 224, 224}, Data: data}}
 }
 
@@ -175,7 +182,12 @@ func mobilenetCase(b *testing.B) benchCase {
 //   - api: the API over loopback TCP from a client in this process;
 //   - api-unix: the same over the agent's unix socket (DATA/infer.sock);
 //   - http-floor-ext, api-ext: the same from a client in its own process
-//     (a KServe client is one), see measureExternal.
+//     (a KServe client is one), see measureExternal;
+//   - api-shm, api-shm-unix (mobilenetv2): the input in a registered
+//     system shared memory region instead of the body; the client writes
+//     the input into the region before every request (a 602 KB copy, as
+//     a client with a new frame each time does), then posts the JSON
+//     header alone.
 //
 // handler − lifecycle is the API's own code; api − direct-idle is what a
 // caller pays for the API over calling the plugin itself.
@@ -262,6 +274,31 @@ func BenchmarkInfer(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/api-unix/clients=%d", c.name, clients), func(b *testing.B) {
 				measure(b, clients, callWith(unix, "http://agent/v2/models/"+c.name+"/infer"))
 			})
+			if c.shmBody != nil {
+				region := benchRegion(b, tcp, base, len(c.input.Data))
+				shmCall := func(client *http.Client, url string) func() error {
+					return func() error {
+						copy(region, c.input.Data)
+						req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(c.shmBody))
+						resp, err := client.Do(req)
+						if err != nil {
+							return err
+						}
+						_, err = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 {
+							return fmt.Errorf("status %d", resp.StatusCode)
+						}
+						return err
+					}
+				}
+				b.Run(fmt.Sprintf("%s/api-shm/clients=%d", c.name, clients), func(b *testing.B) {
+					measure(b, clients, shmCall(tcp, url))
+				})
+				b.Run(fmt.Sprintf("%s/api-shm-unix/clients=%d", c.name, clients), func(b *testing.B) {
+					measure(b, clients, shmCall(unix, "http://agent/v2/models/"+c.name+"/infer"))
+				})
+			}
 			b.Run(fmt.Sprintf("%s/http-floor-ext/clients=%d", c.name, clients), func(b *testing.B) {
 				measureExternal(b, clients, floorURL, c)
 			})
@@ -301,4 +338,26 @@ func httpFloor(b *testing.B, client *http.Client, apiURL string, c benchCase) st
 	go srv.Serve(l)
 	b.Cleanup(func() { srv.Close() })
 	return "http://" + l.Addr().String() + "/floor"
+}
+
+// benchRegion creates a shared memory object of size bytes, registers it
+// as "bench" (unregistering an earlier one), and returns the client's
+// read-write mapping of it.
+func benchRegion(b *testing.B, c *http.Client, base string, size int) []byte {
+	key, path := shmObject(b, size)
+	shmCall(b, c, http.MethodPost, base+"/v2/systemsharedmemory/region/bench/unregister", "")
+	if code, body := register(b, c, base, "bench", key, 0, int64(size)); code != 200 {
+		b.Fatalf("register: %d %s", code, body)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { unix.Munmap(m) })
+	return m
 }

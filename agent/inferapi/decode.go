@@ -62,6 +62,7 @@ func (p parameters) int(key string) (int64, bool, error) {
 type wantOutput struct {
 	name   string
 	binary bool
+	shm    *shmInput // to write into a shared memory region; nil: in the response
 }
 
 // decoded is a request checked against the model.
@@ -150,10 +151,15 @@ func decodeRequest(header, bin []byte, ins, outs []runtime.TensorInfo, lim Limit
 		if !outNames[o.Name] {
 			return nil, badf("unknown output %q (the model gives %s)", o.Name, names(outs))
 		}
-		if _, ok := o.Parameters["shared_memory_region"]; ok {
-			return nil, badf("output %q: shared memory outputs are not supported; ask for binary_data", o.Name)
+		w := wantOutput{name: o.Name, binary: o.Parameters.bool("binary_data") || d.binaryOutputs}
+		region, off, size, ok, err := shmParams("output", o.Name, o.Parameters)
+		if err != nil {
+			return nil, err
 		}
-		d.outputs = append(d.outputs, wantOutput{name: o.Name, binary: o.Parameters.bool("binary_data") || d.binaryOutputs})
+		if ok {
+			w.shm, w.binary = &shmInput{index: len(d.outputs), region: region, offset: off, size: size}, false
+		}
+		d.outputs = append(d.outputs, w)
 	}
 	return d, nil
 }
@@ -204,7 +210,7 @@ func decodeInput(in requestInput, info runtime.TensorInfo, bin []byte, lim Limit
 		n *= dim
 	}
 	t := runtime.Tensor{Name: in.Name, DType: dt, Shape: in.Shape}
-	if region, off, size, ok, err := shmParams(in.Name, in.Parameters); err != nil || ok {
+	if region, off, size, ok, err := shmParams("input", in.Name, in.Parameters); err != nil || ok {
 		if err != nil {
 			return runtime.Tensor{}, nil, nil, err
 		}

@@ -293,6 +293,10 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 		s.inferError(w, sv.Name, err)
 		return
 	}
+	if err := s.shm.writeOutputs(d, res.Outputs); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	hdr, out, err := encodeResponse(sv.Name, strconv.FormatUint(res.Release, 10), d, res.Outputs)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())

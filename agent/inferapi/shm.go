@@ -3,6 +3,7 @@ package inferapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -75,6 +76,7 @@ type shmRegion struct {
 	refs             int    // requests reading it; under shmRegistry.mu
 	gone             bool   // unregistered: unmap when refs reach 0
 	unmapped         bool
+	writable         bool // mapped read-write: outputs may go there
 	dev, ino, ownUID uint64
 }
 
@@ -152,7 +154,13 @@ func (g *shmRegistry) register(name, key string, offset, size int64, uids []uint
 	case total+size > g.lim.MaxBytes:
 		return badf("region %q: %d bytes more would make %d registered, at most %d", name, size, total+size, g.lim.MaxBytes)
 	}
-	fd, err := unix.Open(filepath.Join(g.dir, file), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	// Read-write when the agent may (for outputs), else read-only.
+	flags, prot := unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, unix.PROT_READ|unix.PROT_WRITE
+	fd, err := unix.Open(filepath.Join(g.dir, file), flags|unix.O_RDWR, 0)
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EROFS) {
+		prot = unix.PROT_READ
+		fd, err = unix.Open(filepath.Join(g.dir, file), flags|unix.O_RDONLY, 0)
+	}
 	if err != nil {
 		return badf("region %q: opening key %q: %v", name, key, err)
 	}
@@ -180,13 +188,13 @@ func (g *shmRegistry) register(name, key string, offset, size int64, uids []uint
 	}
 	page := int64(os.Getpagesize())
 	start := offset &^ (page - 1)
-	m, err := unix.Mmap(fd, start, int(offset-start+size), unix.PROT_READ, unix.MAP_SHARED)
+	m, err := unix.Mmap(fd, start, int(offset-start+size), prot, unix.MAP_SHARED)
 	if err != nil {
 		f.Close()
 		return badf("region %q: mapping key %q: %v", name, key, err)
 	}
 	r := &shmRegion{name: name, key: key, offset: offset, size: size, file: f, mapping: m,
-		data: m[offset-start : offset-start+size : offset-start+size], dev: st.Dev, ino: st.Ino, ownUID: uint64(st.Uid)}
+		data: m[offset-start : offset-start+size : offset-start+size], writable: prot&unix.PROT_WRITE != 0, dev: st.Dev, ino: st.Ino, ownUID: uint64(st.Uid)}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	// Checked again: another call may have registered meanwhile.
@@ -273,33 +281,92 @@ func (g *shmRegistry) release(r *shmRegion) {
 	}
 }
 
-// read copies size bytes at offset within region name.
-func (g *shmRegistry) read(input, name string, offset, size int64) ([]byte, error) {
-	r, ok := g.acquire(name)
-	if !ok {
-		return nil, badf("input %q: shared memory region %q is not registered", input, name)
-	}
-	defer g.release(r)
+// span checks that [offset, offset+size) lies within r and within its
+// object as it is now (its owner may have shrunk it), and returns it.
+func (r *shmRegion) span(what string, offset, size int64) ([]byte, error) {
 	if offset > r.size || size > r.size-offset {
-		return nil, badf("input %q: shared_memory_offset %d + shared_memory_byte_size %d is beyond region %q's %d bytes", input, offset, size, name, r.size)
+		return nil, badf("%s: shared_memory_offset %d + shared_memory_byte_size %d is beyond region %q's %d bytes", what, offset, size, r.name, r.size)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(r.file.Fd()), &st); err != nil {
-		return nil, badf("input %q: region %q: %v", input, name, err)
+		return nil, badf("%s: region %q: %v", what, r.name, err)
 	}
 	if end := r.offset + offset + size; st.Size < end {
-		return nil, badf("input %q: region %q's key %q shrank to %d bytes, the input ends at %d", input, name, r.key, st.Size, end)
+		return nil, badf("%s: region %q's key %q shrank to %d bytes, the tensor ends at %d", what, r.name, r.key, st.Size, end)
+	}
+	return r.data[offset : offset+size : offset+size], nil
+}
+
+// read copies size bytes at offset within region name.
+func (g *shmRegistry) read(input, name string, offset, size int64) ([]byte, error) {
+	what := fmt.Sprintf("input %q", input)
+	r, ok := g.acquire(name)
+	if !ok {
+		return nil, badf("%s: shared memory region %q is not registered", what, name)
+	}
+	defer g.release(r)
+	src, err := r.span(what, offset, size)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]byte, size)
-	if err := copyGuarded(out, r.data[offset:offset+size]); err != nil {
-		return nil, badf("input %q: region %q: %v", input, name, err)
+	if err := copyGuarded(out, src); err != nil {
+		return nil, badf("%s: region %q: %v", what, name, err)
 	}
 	return out, nil
 }
 
-// copyGuarded copies src, which may be a mapping of a file that shrinks
-// under it, into dst: a fault becomes an error instead of crashing the
-// agent.
+// writeOutputs writes the outputs asked for in shared memory into their
+// regions, and records the bytes written in each wantOutput's size.
+func (g *shmRegistry) writeOutputs(d *decoded, outs []runtime.Tensor) error {
+	for i := range d.outputs {
+		w := &d.outputs[i]
+		if w.shm == nil {
+			continue
+		}
+		what := fmt.Sprintf("output %q", w.name)
+		var data []byte
+		for _, o := range outs {
+			if o.Name == w.name {
+				data = o.Data
+				if o.DType == runtime.String {
+					data = joinBytes(o.Strings)
+				}
+			}
+		}
+		if int64(len(data)) > w.shm.size {
+			return badf("%s: %d bytes, shared_memory_byte_size is %d", what, len(data), w.shm.size)
+		}
+		if err := g.write(what, w.shm.region, w.shm.offset, data); err != nil {
+			return err
+		}
+		w.shm.size = int64(len(data))
+	}
+	return nil
+}
+
+func (g *shmRegistry) write(what, name string, offset int64, data []byte) error {
+	r, ok := g.acquire(name)
+	if !ok {
+		return badf("%s: shared memory region %q is not registered", what, name)
+	}
+	defer g.release(r)
+	if !r.writable {
+		return badf("%s: region %q's key %q is not writable by the agent", what, name, r.key)
+	}
+	dst, err := r.span(what, offset, int64(len(data)))
+	if err != nil {
+		return err
+	}
+	if err := copyGuarded(dst, data); err != nil {
+		return badf("%s: region %q: %v", what, name, err)
+	}
+	return nil
+}
+
+// copyGuarded copies src into dst, either of which may be a mapping of a
+// file that shrinks under it: a fault becomes an error instead of
+// crashing the agent.
 func copyGuarded(dst, src []byte) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
@@ -322,29 +389,29 @@ type shmInput struct {
 
 // shmParams reads an input's shared memory parameters; ok is false when it
 // has none.
-func shmParams(name string, p parameters) (region string, offset, size int64, ok bool, err error) {
+func shmParams(kind, name string, p parameters) (region string, offset, size int64, ok bool, err error) {
 	raw, has := p["shared_memory_region"]
 	if !has {
 		if _, o := p["shared_memory_byte_size"]; o {
-			return "", 0, 0, false, badf("input %q: shared_memory_byte_size without shared_memory_region", name)
+			return "", 0, 0, false, badf("%s %q: shared_memory_byte_size without shared_memory_region", kind, name)
 		}
 		return "", 0, 0, false, nil
 	}
 	if err := json.Unmarshal(raw, &region); err != nil {
-		return "", 0, 0, false, badf("input %q: shared_memory_region is not a string: %s", name, raw)
+		return "", 0, 0, false, badf("%s %q: shared_memory_region is not a string: %s", kind, name, raw)
 	}
 	if err := validRegionName(region); err != nil {
-		return "", 0, 0, false, fmt.Errorf("input %q: %w", name, err)
+		return "", 0, 0, false, fmt.Errorf("%s %q: %w", kind, name, err)
 	}
 	size, has, err = p.int("shared_memory_byte_size")
 	if err != nil {
-		return "", 0, 0, false, fmt.Errorf("input %q: %w", name, err)
+		return "", 0, 0, false, fmt.Errorf("%s %q: %w", kind, name, err)
 	}
 	if !has {
-		return "", 0, 0, false, badf("input %q: shared_memory_region without shared_memory_byte_size", name)
+		return "", 0, 0, false, badf("%s %q: shared_memory_region without shared_memory_byte_size", kind, name)
 	}
 	if offset, _, err = p.int("shared_memory_offset"); err != nil {
-		return "", 0, 0, false, fmt.Errorf("input %q: %w", name, err)
+		return "", 0, 0, false, fmt.Errorf("%s %q: %w", kind, name, err)
 	}
 	return region, offset, size, true, nil
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 var shmSeq atomic.Int64
@@ -141,6 +143,38 @@ func TestSharedMemoryDigits(t *testing.T) {
 	if code != 200 || len(r.Outputs) != 1 || math.Abs(r.Outputs[0].Data[0]-rows.Probabilities[0][0]) < 1e-6 {
 		t.Fatalf("after rewriting the region: %d %s (the old answer means stale bytes)", code, out)
 	}
+	// The output into a region of its own: the response names it, the
+	// probabilities are in the object.
+	okey, opath := shmObject(t, 4096)
+	if code, body := register(t, tcp, base, "probs", okey, 0, 4096); code != 200 {
+		t.Fatalf("register the output region: %d %s", code, body)
+	}
+	writeShm(t, path, 100, raw)
+	outBody := strings.TrimSuffix(shmInferBody("pixels0", int64(len(raw)), 36), "}") +
+		`,"outputs":[{"name":"probabilities","parameters":{"shared_memory_region":"probs","shared_memory_byte_size":400,"shared_memory_offset":8}}]}`
+	code, _, out = post(t, tcp, base+"/v2/models/digits/infer", []byte(outBody), nil)
+	wantResp := `"outputs":[{"name":"probabilities","datatype":"FP32","shape":[8,10],"parameters":{"shared_memory_region":"probs","shared_memory_byte_size":320,"shared_memory_offset":8}}]`
+	if code != 200 || !strings.Contains(string(out), wantResp) {
+		t.Fatalf("output to shared memory: %d %s\nwant %s", code, out, wantResp)
+	}
+	got, err := os.ReadFile(opath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 80 {
+		p := float64(math.Float32frombits(binary.LittleEndian.Uint32(got[8+4*i:])))
+		if want := rows.Probabilities[i/10][i%10]; math.Abs(p-want) > 1e-4 {
+			t.Fatalf("output region element %d = %g, want %g", i, p, want)
+		}
+	}
+	small := strings.Replace(outBody, `"shared_memory_byte_size":400`, `"shared_memory_byte_size":100`, 1)
+	if code, _, out := post(t, tcp, base+"/v2/models/digits/infer", []byte(small), nil); code != 400 || !strings.Contains(string(out), `output \"probabilities\": 320 bytes, shared_memory_byte_size is 100`) {
+		t.Errorf("output region too small: %d %s", code, out)
+	}
+	beyond := strings.Replace(outBody, `"shared_memory_offset":8`, `"shared_memory_offset":4000`, 1)
+	if code, _, out := post(t, tcp, base+"/v2/models/digits/infer", []byte(beyond), nil); code != 400 || !strings.Contains(string(out), `is beyond region \"probs\"`) {
+		t.Errorf("output beyond its region: %d %s", code, out)
+	}
 	if _, m := get(t, tcp, base+"/v2"); !strings.Contains(fmt.Sprint(m["extensions"]), "system_shared_memory") {
 		t.Errorf("server metadata does not advertise the extension: %v", m)
 	}
@@ -176,6 +210,10 @@ func TestSharedMemoryHostile(t *testing.T) {
 	dir := path + "-dir"
 	os.Mkdir(dir, 0o700)
 	t.Cleanup(func() { os.Remove(dir) })
+	if err := unix.Mkfifo(path+"-fifo", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(path + "-fifo") })
 
 	regs := []struct {
 		region, key string
@@ -189,7 +227,8 @@ func TestSharedMemoryHostile(t *testing.T) {
 		{"a", "/bad\x01", 0, 10, "control character"},
 		{"a", "/flotilla-no-such-object", 0, 10, "no such file"},
 		{"a", key + "-link", 0, 10, "too many levels of symbolic links"},
-		{"a", key + "-dir", 0, 10, "not a regular file"},
+		{"a", key + "-dir", 0, 10, "is a directory"},
+		{"a", key + "-fifo", 0, 10, "not a regular file"},
 		{"a", key, 0, 8193, "beyond key"},
 		{"a", key, 8000, 193, "beyond key"},
 		{"a", key, -1, 10, "want offset ≥ 0"},
@@ -253,7 +292,8 @@ func TestSharedMemoryHostile(t *testing.T) {
 		{`{"inputs":[{"name":"pixels","shape":[8,64],"datatype":"FP32","parameters":{"shared_memory_region":"r1"}}]}`, "without shared_memory_byte_size"},
 		{`{"inputs":[{"name":"pixels","shape":[8,64],"datatype":"FP32","parameters":{"shared_memory_byte_size":2048}}]}`, "without shared_memory_region"},
 		{`{"inputs":[{"name":"pixels","shape":[8,64],"datatype":"FP32","data":[1],"parameters":{"shared_memory_region":"r1","shared_memory_byte_size":2048}}]}`, "with data or binary_data_size"},
-		{`{"inputs":[{"name":"pixels","shape":[8,64],"datatype":"FP32","parameters":{"shared_memory_region":"r1","shared_memory_byte_size":2048}}],"outputs":[{"name":"probabilities","parameters":{"shared_memory_region":"r2","shared_memory_byte_size":320}}]}`, "shared memory outputs are not supported"},
+		{`{"inputs":[{"name":"pixels","shape":[8,64],"datatype":"FP32","parameters":{"shared_memory_region":"r1","shared_memory_byte_size":2048}}],"outputs":[{"name":"probabilities","parameters":{"shared_memory_region":"r9","shared_memory_byte_size":320}}]}`, `output \"probabilities\": shared memory region \"r9\" is not registered`},
+		{`{"inputs":[{"name":"pixels","shape":[8,64],"datatype":"FP32","parameters":{"shared_memory_region":"r1","shared_memory_byte_size":2048}}],"outputs":[{"name":"probabilities","parameters":{"shared_memory_byte_size":320}}]}`, `output \"probabilities\": shared_memory_byte_size without shared_memory_region`},
 	}
 	for _, c := range infers {
 		code, _, out := post(t, tcp, url, []byte(c.body), nil)
