@@ -127,6 +127,33 @@ func measureIdle(b *testing.B, fn func() error) {
 	b.ReportMetric(float64(b.N)/busy.Seconds(), "req/s")
 }
 
+// measurePaired calls direct and api in turn, b.N times each, and
+// reports each one's p50 and api's p50 over direct's in percent: both see
+// the same load, and each call follows one of the other (a different
+// model session in the same plugin), so neither finds the caches warmer.
+func measurePaired(b *testing.B, name string, direct, api func() error) {
+	lat := [2][]time.Duration{make([]time.Duration, b.N), make([]time.Duration, b.N)}
+	b.ResetTimer()
+	for n := range b.N {
+		for j, fn := range [2]func() error{direct, api} {
+			t := time.Now()
+			if err := fn(); err != nil {
+				b.Fatal(err)
+			}
+			lat[j][n] = time.Since(t)
+		}
+	}
+	b.StopTimer()
+	var p50 [2]float64
+	for i, l := range lat {
+		sort.Slice(l, func(a, c int) bool { return l[a] < l[c] })
+		p50[i] = float64(l[len(l)/2].Microseconds())
+	}
+	b.ReportMetric(p50[0], "direct-p50-µs")
+	b.ReportMetric(p50[1], name+"-p50-µs")
+	b.ReportMetric(100*(p50[1]-p50[0])/p50[0], "over-direct-%")
+}
+
 type benchCase struct {
 	name   string
 	bundle string
@@ -187,7 +214,12 @@ func mobilenetCase(b *testing.B) benchCase {
 //     system shared memory region instead of the body; the client writes
 //     the input into the region before every request (a 602 KB copy, as
 //     a client with a new frame each time does), then posts the JSON
-//     header alone.
+//     header alone; handler-shm is the same through the handler in
+//     process;
+//   - paired-api, paired-api-shm, paired-api-shm-unix (mobilenetv2, 1
+//     client): direct calls and that row's calls in turn, so that both see
+//     the same load on a noisy machine; each reports both p50s and the
+//     row's over direct's in percent (see measurePaired).
 //
 // handler − lifecycle is the API's own code; api − direct-idle is what a
 // caller pays for the API over calling the plugin itself.
@@ -292,6 +324,30 @@ func BenchmarkInfer(b *testing.B) {
 						return err
 					}
 				}
+				if clients == 1 {
+					directFn := func() error { _, err := direct.Infer(context.Background(), in); return err }
+					for _, p := range []struct {
+						name string
+						fn   func() error
+					}{{"api", call(url)}, {"api-shm", shmCall(tcp, url)}, {"api-shm-unix", shmCall(unix, "http://agent/v2/models/"+c.name+"/infer")}} {
+						b.Run(c.name+"/paired-"+p.name+"/clients=1", func(b *testing.B) {
+							measurePaired(b, p.name, directFn, p.fn)
+						})
+					}
+				}
+				b.Run(fmt.Sprintf("%s/handler-shm/clients=%d", c.name, clients), func(b *testing.B) {
+					h := s.Handler()
+					measure(b, clients, func() error {
+						copy(region, c.input.Data)
+						req := httptest.NewRequest(http.MethodPost, url, bytes.NewReader(c.shmBody))
+						rec := httptest.NewRecorder()
+						h.ServeHTTP(rec, req)
+						if rec.Code != 200 {
+							return fmt.Errorf("status %d: %s", rec.Code, rec.Body)
+						}
+						return nil
+					})
+				})
 				b.Run(fmt.Sprintf("%s/api-shm/clients=%d", c.name, clients), func(b *testing.B) {
 					measure(b, clients, shmCall(tcp, url))
 				})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -68,16 +69,15 @@ func (l ShmLimits) withDefaults() ShmLimits {
 
 // shmRegion is one registered range of a shared memory object.
 type shmRegion struct {
-	name, key        string
-	offset, size     int64
-	file             *os.File
-	mapping          []byte // page-aligned, as mmap returned it
-	data             []byte // the registered range within mapping
-	refs             int    // requests reading it; under shmRegistry.mu
-	gone             bool   // unregistered: unmap when refs reach 0
-	unmapped         bool
-	writable         bool // mapped read-write: outputs may go there
-	dev, ino, ownUID uint64
+	name, key    string
+	offset, size int64
+	file         *os.File
+	mapping      []byte // page-aligned, as mmap returned it
+	data         []byte // the registered range within mapping
+	refs         int    // requests reading it; under shmRegistry.mu
+	gone         bool   // unregistered: unmap when refs reach 0
+	unmapped     bool
+	writable     bool // mapped read-write: outputs may go there
 }
 
 type shmRegistry struct {
@@ -188,13 +188,17 @@ func (g *shmRegistry) register(name, key string, offset, size int64, uids []uint
 	}
 	page := int64(os.Getpagesize())
 	start := offset &^ (page - 1)
+	if offset-start+size > math.MaxInt {
+		f.Close()
+		return badf("region %q: %d bytes do not fit this machine's address space", name, size)
+	}
 	m, err := unix.Mmap(fd, start, int(offset-start+size), prot, unix.MAP_SHARED)
 	if err != nil {
 		f.Close()
 		return badf("region %q: mapping key %q: %v", name, key, err)
 	}
 	r := &shmRegion{name: name, key: key, offset: offset, size: size, file: f, mapping: m,
-		data: m[offset-start : offset-start+size : offset-start+size], writable: prot&unix.PROT_WRITE != 0, dev: st.Dev, ino: st.Ino, ownUID: uint64(st.Uid)}
+		data: m[offset-start : offset-start+size : offset-start+size], writable: prot&unix.PROT_WRITE != 0}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	// Checked again: another call may have registered meanwhile.
