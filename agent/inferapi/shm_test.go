@@ -1,10 +1,12 @@
 package inferapi
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -400,4 +402,48 @@ func BenchmarkShmRead(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestPeerUID: on a unix socket the caller's uid is recorded for the
+// owner check; on TCP nothing is.
+func TestPeerUID(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := net.Dial("unix", sock); err == nil {
+			defer c.Close()
+			c.Read(make([]byte, 1))
+		}
+	}()
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if u, ok := peerUID(context.Background(), c).Value(peerKey{}).(uint32); !ok || u != uint32(os.Getuid()) {
+		t.Errorf("unix peer uid %v %v, want %d", u, ok, os.Getuid())
+	}
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tl.Close()
+	go func() {
+		if c, err := net.Dial("tcp", tl.Addr().String()); err == nil {
+			defer c.Close()
+			c.Read(make([]byte, 1))
+		}
+	}()
+	tc, err := tl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	if v := peerUID(context.Background(), tc).Value(peerKey{}); v != nil {
+		t.Errorf("tcp peer uid %v", v)
+	}
 }
