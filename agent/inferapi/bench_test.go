@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/flotilla-edge/flotilla/runtime"
 )
 
@@ -125,12 +127,42 @@ func measureIdle(b *testing.B, fn func() error) {
 	b.ReportMetric(float64(b.N)/busy.Seconds(), "req/s")
 }
 
+// measurePaired calls direct and api in turn, b.N times each, and
+// reports each one's p50 and api's p50 over direct's in percent: both see
+// the same load, and each call follows one of the other (a different
+// model session in the same plugin), so neither finds the caches warmer.
+func measurePaired(b *testing.B, name string, direct, api func() error) {
+	lat := [2][]time.Duration{make([]time.Duration, b.N), make([]time.Duration, b.N)}
+	b.ResetTimer()
+	for n := range b.N {
+		for j, fn := range [2]func() error{direct, api} {
+			t := time.Now()
+			if err := fn(); err != nil {
+				b.Fatal(err)
+			}
+			lat[j][n] = time.Since(t)
+		}
+	}
+	b.StopTimer()
+	var p50 [2]float64
+	for i, l := range lat {
+		sort.Slice(l, func(a, c int) bool { return l[a] < l[c] })
+		p50[i] = float64(l[len(l)/2].Microseconds())
+	}
+	b.ReportMetric(p50[0], "direct-p50-µs")
+	b.ReportMetric(p50[1], name+"-p50-µs")
+	b.ReportMetric(100*(p50[1]-p50[0])/p50[0], "over-direct-%")
+}
+
 type benchCase struct {
 	name   string
 	bundle string
 	input  runtime.Tensor
 	body   []byte            // the API request
 	header map[string]string // for the binary extension
+	// shmBody is the request naming the input in the shared memory region
+	// "bench" (nil: no shared memory rows).
+	shmBody []byte
 }
 
 func digitsCase(b *testing.B) benchCase {
@@ -155,7 +187,9 @@ func mobilenetCase(b *testing.B) benchCase {
 	}
 	hdr, _ := json.Marshal(map[string]any{"inputs": []any{map[string]any{"name": "image", "shape": []int{1, 3, 224, 224}, "datatype": "FP32",
 		"parameters": map[string]any{"binary_data_size": len(data)}}}, "parameters": map[string]any{"binary_data_output": true}})
-	return benchCase{name: "mobilenetv2", bundle: dir, body: append(hdr, data...), header: map[string]string{headerLength: strconv.Itoa(len(hdr))},
+	shmBody, _ := json.Marshal(map[string]any{"inputs": []any{map[string]any{"name": "image", "shape": []int{1, 3, 224, 224}, "datatype": "FP32",
+		"parameters": map[string]any{"shared_memory_region": "bench", "shared_memory_byte_size": len(data)}}}, "parameters": map[string]any{"binary_data_output": true}})
+	return benchCase{name: "mobilenetv2", bundle: dir, body: append(hdr, data...), header: map[string]string{headerLength: strconv.Itoa(len(hdr))}, shmBody: shmBody,
 		input: runtime.Tensor{Name: "image", DType: runtime.Float32, Shape: []int64{1, 3, 224, 224}, Data: data}}
 }
 
@@ -175,7 +209,17 @@ func mobilenetCase(b *testing.B) benchCase {
 //   - api: the API over loopback TCP from a client in this process;
 //   - api-unix: the same over the agent's unix socket (DATA/infer.sock);
 //   - http-floor-ext, api-ext: the same from a client in its own process
-//     (a KServe client is one), see measureExternal.
+//     (a KServe client is one), see measureExternal;
+//   - api-shm, api-shm-unix (mobilenetv2): the input in a registered
+//     system shared memory region instead of the body; the client writes
+//     the input into the region before every request (a 602 KB copy, as
+//     a client with a new frame each time does), then posts the JSON
+//     header alone; handler-shm is the same through the handler in
+//     process;
+//   - paired-api, paired-api-shm, paired-api-shm-unix (mobilenetv2, 1
+//     client): direct calls and that row's calls in turn, so that both see
+//     the same load on a noisy machine; each reports both p50s and the
+//     row's over direct's in percent (see measurePaired).
 //
 // handler − lifecycle is the API's own code; api − direct-idle is what a
 // caller pays for the API over calling the plugin itself.
@@ -262,6 +306,55 @@ func BenchmarkInfer(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/api-unix/clients=%d", c.name, clients), func(b *testing.B) {
 				measure(b, clients, callWith(unix, "http://agent/v2/models/"+c.name+"/infer"))
 			})
+			if c.shmBody != nil {
+				region := benchRegion(b, tcp, base, len(c.input.Data))
+				shmCall := func(client *http.Client, url string) func() error {
+					return func() error {
+						copy(region, c.input.Data)
+						req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(c.shmBody))
+						resp, err := client.Do(req)
+						if err != nil {
+							return err
+						}
+						_, err = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 {
+							return fmt.Errorf("status %d", resp.StatusCode)
+						}
+						return err
+					}
+				}
+				if clients == 1 {
+					directFn := func() error { _, err := direct.Infer(context.Background(), in); return err }
+					for _, p := range []struct {
+						name string
+						fn   func() error
+					}{{"api", call(url)}, {"api-shm", shmCall(tcp, url)}, {"api-shm-unix", shmCall(unix, "http://agent/v2/models/"+c.name+"/infer")}} {
+						b.Run(c.name+"/paired-"+p.name+"/clients=1", func(b *testing.B) {
+							measurePaired(b, p.name, directFn, p.fn)
+						})
+					}
+				}
+				b.Run(fmt.Sprintf("%s/handler-shm/clients=%d", c.name, clients), func(b *testing.B) {
+					h := s.Handler()
+					measure(b, clients, func() error {
+						copy(region, c.input.Data)
+						req := httptest.NewRequest(http.MethodPost, url, bytes.NewReader(c.shmBody))
+						rec := httptest.NewRecorder()
+						h.ServeHTTP(rec, req)
+						if rec.Code != 200 {
+							return fmt.Errorf("status %d: %s", rec.Code, rec.Body)
+						}
+						return nil
+					})
+				})
+				b.Run(fmt.Sprintf("%s/api-shm/clients=%d", c.name, clients), func(b *testing.B) {
+					measure(b, clients, shmCall(tcp, url))
+				})
+				b.Run(fmt.Sprintf("%s/api-shm-unix/clients=%d", c.name, clients), func(b *testing.B) {
+					measure(b, clients, shmCall(unix, "http://agent/v2/models/"+c.name+"/infer"))
+				})
+			}
 			b.Run(fmt.Sprintf("%s/http-floor-ext/clients=%d", c.name, clients), func(b *testing.B) {
 				measureExternal(b, clients, floorURL, c)
 			})
@@ -301,4 +394,26 @@ func httpFloor(b *testing.B, client *http.Client, apiURL string, c benchCase) st
 	go srv.Serve(l)
 	b.Cleanup(func() { srv.Close() })
 	return "http://" + l.Addr().String() + "/floor"
+}
+
+// benchRegion creates a shared memory object of size bytes, registers it
+// as "bench" (unregistering an earlier one), and returns the client's
+// read-write mapping of it.
+func benchRegion(b *testing.B, c *http.Client, base string, size int) []byte {
+	key, path := shmObject(b, size)
+	shmCall(b, c, http.MethodPost, base+"/v2/systemsharedmemory/region/bench/unregister", "")
+	if code, body := register(b, c, base, "bench", key, 0, int64(size)); code != 200 {
+		b.Fatalf("register: %d %s", code, body)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { unix.Munmap(m) })
+	return m
 }

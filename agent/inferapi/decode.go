@@ -62,6 +62,7 @@ func (p parameters) int(key string) (int64, bool, error) {
 type wantOutput struct {
 	name   string
 	binary bool
+	shm    *shmInput // to write into a shared memory region; nil: in the response
 }
 
 // decoded is a request checked against the model.
@@ -70,6 +71,7 @@ type decoded struct {
 	inputs        []runtime.Tensor
 	outputs       []wantOutput // empty: all, as JSON unless binaryOutputs
 	binaryOutputs bool
+	shm           []shmInput // inputs to read from shared memory
 }
 
 // Limits bound what one request may ask for.
@@ -122,11 +124,15 @@ func decodeRequest(header, bin []byte, ins, outs []runtime.TensorInfo, lim Limit
 			return nil, badf("input %q given twice", in.Name)
 		}
 		seen[in.Name] = true
-		t, rest, err := decodeInput(in, info, bin, lim)
+		t, rest, sh, err := decodeInput(in, info, bin, lim)
 		if err != nil {
 			return nil, err
 		}
 		bin = rest
+		if sh != nil {
+			sh.index = len(d.inputs)
+			d.shm = append(d.shm, *sh)
+		}
 		d.inputs = append(d.inputs, t)
 	}
 	if len(bin) != 0 {
@@ -145,7 +151,15 @@ func decodeRequest(header, bin []byte, ins, outs []runtime.TensorInfo, lim Limit
 		if !outNames[o.Name] {
 			return nil, badf("unknown output %q (the model gives %s)", o.Name, names(outs))
 		}
-		d.outputs = append(d.outputs, wantOutput{name: o.Name, binary: o.Parameters.bool("binary_data") || d.binaryOutputs})
+		w := wantOutput{name: o.Name, binary: o.Parameters.bool("binary_data") || d.binaryOutputs}
+		region, off, size, ok, err := shmParams("output", o.Name, o.Parameters)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			w.shm, w.binary = &shmInput{index: len(d.outputs), region: region, offset: off, size: size}, false
+		}
+		d.outputs = append(d.outputs, w)
 	}
 	return d, nil
 }
@@ -162,69 +176,83 @@ func names(ts []runtime.TensorInfo) string {
 }
 
 // decodeInput checks one input against its schema and decodes its data,
-// from JSON or from the front of bin; it returns the rest of bin.
-func decodeInput(in requestInput, info runtime.TensorInfo, bin []byte, lim Limits) (runtime.Tensor, []byte, error) {
+// from JSON or from the front of bin; it returns the rest of bin. An
+// input in shared memory is returned without its data, described by the
+// *shmInput.
+func decodeInput(in requestInput, info runtime.TensorInfo, bin []byte, lim Limits) (runtime.Tensor, []byte, *shmInput, error) {
 	dt, ok := dtypeByName[in.Datatype]
 	if !ok {
-		return runtime.Tensor{}, nil, badf("input %q: unknown datatype %q", in.Name, in.Datatype)
+		return runtime.Tensor{}, nil, nil, badf("input %q: unknown datatype %q", in.Name, in.Datatype)
 	}
 	if dt != info.DType {
-		return runtime.Tensor{}, nil, badf("input %q: datatype %s, the model wants %s", in.Name, in.Datatype, dtypeName(info.DType))
+		return runtime.Tensor{}, nil, nil, badf("input %q: datatype %s, the model wants %s", in.Name, in.Datatype, dtypeName(info.DType))
 	}
 	if in.Shape == nil {
-		return runtime.Tensor{}, nil, badf("input %q: shape is missing", in.Name)
+		return runtime.Tensor{}, nil, nil, badf("input %q: shape is missing", in.Name)
 	}
 	if len(in.Shape) > lim.MaxRank {
-		return runtime.Tensor{}, nil, badf("input %q: rank %d, at most %d", in.Name, len(in.Shape), lim.MaxRank)
+		return runtime.Tensor{}, nil, nil, badf("input %q: rank %d, at most %d", in.Name, len(in.Shape), lim.MaxRank)
 	}
 	if len(info.Shape) > 0 && len(in.Shape) != len(info.Shape) {
-		return runtime.Tensor{}, nil, badf("input %q: shape %v, the model wants %v", in.Name, in.Shape, info.Shape)
+		return runtime.Tensor{}, nil, nil, badf("input %q: shape %v, the model wants %v", in.Name, in.Shape, info.Shape)
 	}
 	n := int64(1)
 	for i, dim := range in.Shape {
 		if dim < 0 {
-			return runtime.Tensor{}, nil, badf("input %q: shape %v has a negative dimension", in.Name, in.Shape)
+			return runtime.Tensor{}, nil, nil, badf("input %q: shape %v has a negative dimension", in.Name, in.Shape)
 		}
 		if i < len(info.Shape) && info.Shape[i] >= 0 && info.Shape[i] != dim {
-			return runtime.Tensor{}, nil, badf("input %q: shape %v, the model wants %v", in.Name, in.Shape, info.Shape)
+			return runtime.Tensor{}, nil, nil, badf("input %q: shape %v, the model wants %v", in.Name, in.Shape, info.Shape)
 		}
 		if dim != 0 && n > lim.MaxElements/dim {
-			return runtime.Tensor{}, nil, badf("input %q: shape %v has more than %d elements", in.Name, in.Shape, lim.MaxElements)
+			return runtime.Tensor{}, nil, nil, badf("input %q: shape %v has more than %d elements", in.Name, in.Shape, lim.MaxElements)
 		}
 		n *= dim
 	}
 	t := runtime.Tensor{Name: in.Name, DType: dt, Shape: in.Shape}
+	if region, off, size, ok, err := shmParams("input", in.Name, in.Parameters); err != nil || ok {
+		if err != nil {
+			return runtime.Tensor{}, nil, nil, err
+		}
+		if _, hasBin := in.Parameters["binary_data_size"]; hasBin || len(in.Data) > 0 {
+			return runtime.Tensor{}, nil, nil, badf("input %q: shared_memory_region with data or binary_data_size", in.Name)
+		}
+		if want := n * int64(dt.Size()); dt != runtime.String && want != size {
+			return runtime.Tensor{}, nil, nil, badf("input %q: shape %v of %s needs %d bytes, shared_memory_byte_size is %d", in.Name, in.Shape, in.Datatype, want, size)
+		}
+		return t, bin, &shmInput{region: region, offset: off, size: size, elements: n}, nil
+	}
 	size, isBinary, err := in.Parameters.int("binary_data_size")
 	if err != nil {
-		return runtime.Tensor{}, nil, fmt.Errorf("input %q: %w", in.Name, err)
+		return runtime.Tensor{}, nil, nil, fmt.Errorf("input %q: %w", in.Name, err)
 	}
 	if isBinary {
 		if len(in.Data) > 0 {
-			return runtime.Tensor{}, nil, badf("input %q: both data and binary_data_size", in.Name)
+			return runtime.Tensor{}, nil, nil, badf("input %q: both data and binary_data_size", in.Name)
 		}
 		if size > int64(len(bin)) {
-			return runtime.Tensor{}, nil, badf("input %q: binary_data_size %d, only %d bytes left", in.Name, size, len(bin))
+			return runtime.Tensor{}, nil, nil, badf("input %q: binary_data_size %d, only %d bytes left", in.Name, size, len(bin))
 		}
 		raw := bin[:size]
 		if dt == runtime.String {
 			if t.Strings, err = splitBytes(in.Name, raw, n); err != nil {
-				return runtime.Tensor{}, nil, err
+				return runtime.Tensor{}, nil, nil, err
 			}
 		} else {
 			if want := n * int64(dt.Size()); want != size {
-				return runtime.Tensor{}, nil, badf("input %q: shape %v of %s needs %d bytes, binary_data_size is %d", in.Name, in.Shape, in.Datatype, want, size)
+				return runtime.Tensor{}, nil, nil, badf("input %q: shape %v of %s needs %d bytes, binary_data_size is %d", in.Name, in.Shape, in.Datatype, want, size)
 			}
 			t.Data = raw
 		}
-		return t, bin[size:], nil
+		return t, bin[size:], nil, nil
 	}
 	if len(in.Data) == 0 {
-		return runtime.Tensor{}, nil, badf("input %q: data is missing", in.Name)
+		return runtime.Tensor{}, nil, nil, badf("input %q: data is missing", in.Name)
 	}
 	if err := parseData(&t, in.Data, n); err != nil {
-		return runtime.Tensor{}, nil, err
+		return runtime.Tensor{}, nil, nil, err
 	}
-	return t, bin, nil
+	return t, bin, nil, nil
 }
 
 // splitBytes splits the binary form of a BYTES tensor: each element a

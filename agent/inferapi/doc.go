@@ -7,6 +7,9 @@
 //	GET  /v2/models/{name}[/versions/{v}]      model metadata
 //	GET  /v2/models/{name}[/versions/{v}]/ready
 //	POST /v2/models/{name}[/versions/{v}]/infer
+//	GET  /v2/systemsharedmemory[/region/{r}]/status
+//	POST /v2/systemsharedmemory/region/{r}/register
+//	POST /v2/systemsharedmemory[/region/{r}]/unregister
 //
 // A model's version is its release number (its version string is accepted
 // too). Tensors come as JSON — every V2 datatype that maps to a

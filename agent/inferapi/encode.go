@@ -61,6 +61,19 @@ func encodeResponse(model, version string, d *decoded, outs []runtime.Tensor) (h
 			b = strconv.AppendInt(b, s, 10)
 		}
 		b = append(b, ']')
+		if len(d.outputs) > 0 && d.outputs[i].shm != nil {
+			sh := d.outputs[i].shm
+			b = append(b, `,"parameters":{"shared_memory_region":`...)
+			b = appendJSONString(b, sh.region)
+			b = append(b, `,"shared_memory_byte_size":`...)
+			b = strconv.AppendInt(b, sh.size, 10)
+			if sh.offset != 0 {
+				b = append(b, `,"shared_memory_offset":`...)
+				b = strconv.AppendInt(b, sh.offset, 10)
+			}
+			b = append(b, "}}"...)
+			continue
+		}
 		if binOut[i] {
 			raw := o.Data
 			if o.DType == runtime.String {

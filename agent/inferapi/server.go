@@ -45,7 +45,9 @@ type Config struct {
 	QueueTimeout time.Duration
 	// Limits bound the tensors of one request.
 	Limits Limits
-	Logger *slog.Logger // nil = discard
+	// SharedMemory bounds the system shared memory regions registered.
+	SharedMemory ShmLimits
+	Logger       *slog.Logger // nil = discard
 }
 
 func (c Config) withDefaults() Config {
@@ -77,6 +79,8 @@ type Server struct {
 	cfg Config
 	mux *http.ServeMux
 
+	shm *shmRegistry
+
 	mu       sync.Mutex
 	limiters map[string]*limiter
 }
@@ -84,6 +88,7 @@ type Server struct {
 // New returns a server over cfg.Models.
 func New(cfg Config) *Server {
 	s := &Server{cfg: cfg.withDefaults(), mux: http.NewServeMux(), limiters: map[string]*limiter{}}
+	s.shm = newShmRegistry(s.cfg.SharedMemory)
 	s.mux.HandleFunc("GET /v2", s.serverMetadata)
 	s.mux.HandleFunc("GET /v2/health/live", s.live)
 	s.mux.HandleFunc("GET /v2/health/ready", s.ready)
@@ -93,6 +98,11 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", s.modelReady)
 	s.mux.HandleFunc("POST /v2/models/{name}/infer", s.infer)
 	s.mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", s.infer)
+	s.mux.HandleFunc("GET /v2/systemsharedmemory/status", s.shmStatus)
+	s.mux.HandleFunc("GET /v2/systemsharedmemory/region/{name}/status", s.shmStatus)
+	s.mux.HandleFunc("POST /v2/systemsharedmemory/region/{name}/register", s.shmRegister)
+	s.mux.HandleFunc("POST /v2/systemsharedmemory/unregister", s.shmUnregister)
+	s.mux.HandleFunc("POST /v2/systemsharedmemory/region/{name}/unregister", s.shmUnregister)
 	return s
 }
 
@@ -100,9 +110,11 @@ func New(cfg Config) *Server {
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // Serve serves on every listener until ctx ends, then shuts down,
-// letting calls in flight finish for up to 5 s.
+// letting calls in flight finish for up to 5 s, and unregisters every
+// shared memory region.
 func (s *Server) Serve(ctx context.Context, ls ...net.Listener) error {
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	defer s.shm.closeAll()
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ConnContext: peerUID}
 	errs := make(chan error, len(ls))
 	for _, l := range ls {
 		go func() { errs <- srv.Serve(l) }()
@@ -151,7 +163,7 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 
 func (s *Server) serverMetadata(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"name": "flotilla-agent", "version": s.cfg.Version,
-		"extensions": []string{"binary_tensor_data"}})
+		"extensions": []string{"binary_tensor_data", "system_shared_memory"}})
 }
 
 func (s *Server) live(w http.ResponseWriter, _ *http.Request) {
@@ -260,6 +272,10 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if err := s.shm.resolveShm(d); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	lim := s.limiter(sv.Name)
 	if err := lim.acquire(r.Context(), s.cfg.QueueTimeout); err != nil {
 		w.Header().Set("Retry-After", "1")
@@ -275,6 +291,10 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 	lim.release()
 	if err != nil {
 		s.inferError(w, sv.Name, err)
+		return
+	}
+	if err := s.shm.writeOutputs(d, res.Outputs); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	hdr, out, err := encodeResponse(sv.Name, strconv.FormatUint(res.Release, 10), d, res.Outputs)
