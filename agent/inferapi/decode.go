@@ -72,6 +72,7 @@ type decoded struct {
 	outputs       []wantOutput // empty: all, as JSON unless binaryOutputs
 	binaryOutputs bool
 	shm           []shmInput // inputs to read from shared memory
+	pooled        [][]byte   // input buffers from inputBufs, returned after the call (recycle)
 }
 
 // Limits bound what one request may ask for.

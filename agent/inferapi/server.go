@@ -272,6 +272,7 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	defer recycle(d) // after the answer: the inputs are not used past it
 	if err := s.shm.resolveShm(d); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return

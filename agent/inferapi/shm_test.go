@@ -378,6 +378,7 @@ func BenchmarkShmRead(b *testing.B) {
 			if err := g.resolveShm(d); err != nil || len(d.inputs[0].Data) != size {
 				b.Fatal(err)
 			}
+			recycle(d) // as the handler does once it has answered
 		}
 	})
 	// The copy alone, into a buffer allocated once.

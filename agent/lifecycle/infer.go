@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -56,10 +57,11 @@ type Result struct {
 }
 
 // Infer runs model name's active release on inputs and counts the call.
-// During a shadowed probation the previous release runs on the same
+// During a shadowed probation the previous release runs on a copy of the
 // inputs in the background and disagreements are counted; its result is
 // never returned. Invalid input (runtime.ErrInvalidInput) is the caller's
-// fault and not counted as a model error.
+// fault and not counted as a model error. Nothing keeps inputs once Infer
+// returns: the caller may reuse their buffers.
 func (l *Lifecycle) Infer(ctx context.Context, name string, inputs []runtime.Tensor) (Result, error) {
 	e, err := l.entry(name, false)
 	if err != nil {
@@ -105,6 +107,7 @@ func (l *Lifecycle) shadowRun(e *entry, s *serving, inputs, want []runtime.Tenso
 	default:
 		return
 	}
+	inputs = cloneTensors(inputs) // the caller may reuse its buffers once Infer returns
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -124,4 +127,16 @@ func (l *Lifecycle) shadowRun(e *entry, s *serving, inputs, want []runtime.Tenso
 		e.stats.Release(s.active.release).ObserveShadow(disagree, err != nil)
 		e.stats.Total.ObserveShadow(disagree, err != nil)
 	}()
+}
+
+// cloneTensors copies ts, their data and strings included.
+func cloneTensors(ts []runtime.Tensor) []runtime.Tensor {
+	out := make([]runtime.Tensor, len(ts))
+	for i, t := range ts {
+		t.Shape = slices.Clone(t.Shape)
+		t.Data = slices.Clone(t.Data)
+		t.Strings = slices.Clone(t.Strings)
+		out[i] = t
+	}
+	return out
 }

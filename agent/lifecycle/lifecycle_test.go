@@ -241,8 +241,24 @@ func TestShadowProbation(t *testing.T) {
 	if sv, ok := f.l.Active("digits"); !ok || !sv.Shadowed || sv.Release != 2 {
 		t.Fatalf("Active = %+v", sv)
 	}
+	// The caller reuses its input buffer as soon as Infer returns (the
+	// local API recycles them): the shadow, still running on the
+	// incumbent, must have its own copy, or it would disagree.
+	rows := loadRows(t)
+	in := f32Tensor("pixels", rows.Pixels)
 	for range 20 {
-		checkDigits(t, f.l)
+		res, err := f.l.Infer(ctx, "digits", []runtime.Tensor{in})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := compareAll(res.Outputs, []runtime.Tensor{f32Tensor("probabilities", rows.Probabilities)}, Tolerance{Abs: 1e-4}); err != nil {
+			t.Fatal(err)
+		}
+		scribble := in.Data
+		for i := range scribble {
+			scribble[i] = 0x7f // NaN-ish garbage in every float
+		}
+		in = f32Tensor("pixels", rows.Pixels) // a fresh copy for the next call
 		time.Sleep(2 * time.Millisecond)
 	}
 	f.waitState("digits", func(s State) bool { return s.Phase == PhaseIdle && s.ActiveRelease == 2 && s.Health == HealthHealthy })
