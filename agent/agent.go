@@ -44,6 +44,7 @@ import (
 
 	"github.com/flotilla-edge/flotilla/agent/fetch"
 	"github.com/flotilla-edge/flotilla/agent/install"
+	"github.com/flotilla-edge/flotilla/agent/metrics"
 	"github.com/flotilla-edge/flotilla/firmware/hostfacts"
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/pin"
@@ -95,6 +96,17 @@ type Config struct {
 	// Telemetry tunes the metrics buffer and the drift summaries sent on
 	// dev/{id}/telemetry (telemetry.go); with Models only.
 	Telemetry TelemetryConfig
+
+	// TelemetryWithoutModels opens the metrics buffer and sends its
+	// summaries without Models: records come from whoever holds
+	// Agent.Recorder (agent/sim's synthetic inferences).
+	TelemetryWithoutModels bool
+
+	// MemoryState keeps the state database (agent/state), the metrics
+	// buffer (agent/metrics) and the chunk store's index (agent/chunkstore)
+	// in memory, not in DataDir: for agent/sim only, where thousands of agents
+	// share one process's open-files limit. Nothing survives a restart.
+	MemoryState bool
 }
 
 // Agent is one device agent. Create it with New and start it with Run.
@@ -111,8 +123,9 @@ type Agent struct {
 
 	mu        sync.Mutex
 	status    Status
-	inferAddr string  // the inference API's bound TCP address, once listening
-	mods      *models // while Run serves models, for Observe
+	inferAddr string          // the inference API's bound TCP address, once listening
+	mods      *models         // while Run serves models, for Observe
+	tele      *metrics.Buffer // Config.TelemetryWithoutModels's buffer, while Run runs
 	reconf    chan struct{}
 	live      Live
 
@@ -256,6 +269,20 @@ func (a *Agent) run(ctx context.Context) error {
 		defer func() { a.mu.Lock(); a.mods = nil; a.mu.Unlock() }()
 	}
 
+	var buf *metrics.Buffer
+	if m != nil {
+		buf = m.buf
+	} else if a.cfg.TelemetryWithoutModels {
+		if buf, err = a.openBuffer(ctx, nil, nil); err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		defer buf.Close()
+		a.mu.Lock()
+		a.tele = buf
+		a.mu.Unlock()
+		defer func() { a.mu.Lock(); a.tele = nil; a.mu.Unlock() }()
+	}
+
 	wctx, wcancel := context.WithCancel(ctx)
 	wdone := make(chan struct{})
 	go func() { defer close(wdone); a.watchUpdate(wctx, db, m) }() // selfupdate.go
@@ -268,7 +295,7 @@ func (a *Agent) run(ctx context.Context) error {
 		}
 		return err
 	}
-	s, err := a.newSession(ctx, db, id, m)
+	s, err := a.newSession(ctx, db, id, m, buf)
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,11 @@ import (
 var ErrNotConfigured = errors.New("agent: not enrolled, and enrolment is not configured")
 
 func (a *Agent) openState(ctx context.Context) (*state.DB, error) {
-	db, err := state.Open(ctx, a.cfg.DataDir)
+	open := state.Open
+	if a.cfg.MemoryState {
+		open = state.OpenMemory
+	}
+	db, err := open(ctx, a.cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -66,6 +70,11 @@ func (a *Agent) ensureEnrolled(ctx context.Context, db *state.DB) (state.Identit
 	client, err := a.enrolClient()
 	if err != nil {
 		return state.Identity{}, err
+	}
+	if a.cfg.HTTPClient == nil {
+		// Enrolment is once: the client's idle connection would only hold
+		// a socket open for its idle timeout.
+		defer client.CloseIdleConnections()
 	}
 	req := enrol.NewRequest(key, a.cfg.DeviceID, a.cfg.EnrolToken, a.facts(), a.cfg.Labels)
 	for attempt := 0; ; attempt++ {

@@ -145,7 +145,7 @@ func (s *session) onAck(m Message) {
 		return
 	}
 	s.a.count(CounterAcks)
-	if s.models != nil && s.models.buf != nil {
+	if s.buf != nil {
 		s.queueAck(ack)
 	}
 }

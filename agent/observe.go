@@ -13,7 +13,8 @@ import (
 type Observation struct {
 	Status Status
 	// Buffer is the metrics buffer's counters and depth; nil without
-	// models or while Run is not running. BufferErr says why the depth
+	// one (no models, no Config.TelemetryWithoutModels) or while Run is
+	// not running. BufferErr says why the depth
 	// could not be read (the counters still are).
 	Buffer    *metrics.Stats
 	BufferErr error
@@ -29,8 +30,12 @@ type Observation struct {
 func (a *Agent) Observe(ctx context.Context) Observation {
 	o := Observation{Status: a.Status()}
 	a.mu.Lock()
-	m := a.mods
+	m, tele := a.mods, a.tele
 	a.mu.Unlock()
+	if tele != nil {
+		st, err := tele.Stats(ctx)
+		o.Buffer, o.BufferErr = &st, err
+	}
 	if m == nil {
 		return o
 	}

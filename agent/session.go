@@ -13,6 +13,7 @@ import (
 	"github.com/flotilla-edge/flotilla/agent/enrol"
 	"github.com/flotilla-edge/flotilla/agent/install"
 	"github.com/flotilla-edge/flotilla/agent/lifecycle"
+	"github.com/flotilla-edge/flotilla/agent/metrics"
 	"github.com/flotilla-edge/flotilla/agent/state"
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/topic"
@@ -44,8 +45,9 @@ type session struct {
 	acks     chan *flotillapb.Ack
 	teleKick chan struct{}
 
-	stage  *stager // runs agent/install beside the serve loop
-	models *models // with Config.Models: the lifecycle, runtimes, inference API
+	stage  *stager         // runs agent/install beside the serve loop
+	models *models         // with Config.Models: the lifecycle, runtimes, inference API
+	buf    *metrics.Buffer // the metrics buffer and telemetry outbox; nil: no telemetry
 
 	connMu sync.Mutex
 	conn   Conn                    // the live connection, nil between connections
@@ -89,7 +91,7 @@ func (s *session) onMessage(name string, payload []byte) {
 	s.inbox.push(name, payload)
 }
 
-func (a *Agent) newSession(_ context.Context, db *state.DB, id state.Identity, m *models) (*session, error) {
+func (a *Agent) newSession(_ context.Context, db *state.DB, id state.Identity, m *models, buf *metrics.Buffer) (*session, error) {
 	prefix := id.TopicPrefix
 	if a.cfg.TopicPrefix != "" {
 		prefix = a.cfg.TopicPrefix
@@ -118,9 +120,9 @@ func (a *Agent) newSession(_ context.Context, db *state.DB, id state.Identity, m
 	ib := newInbox()
 	ib.dropped = func() { a.count(CounterInboundDropped) }
 	s := &session{a: a, db: db, id: id, scheme: scheme, url: url, tls: tc, inbox: ib, heartbeat: a.liveConfig().HeartbeatInterval,
-		routes: map[string]func([]byte){}, models: m, acks: make(chan *flotillapb.Ack, 256), teleKick: make(chan struct{}, 1)}
+		routes: map[string]func([]byte){}, models: m, buf: buf, acks: make(chan *flotillapb.Ack, 256), teleKick: make(chan struct{}, 1)}
 	icfg := install.Config{Dir: stagingDir(a.cfg.DataDir), DeviceID: id.DeviceID, Scheme: scheme,
-		Stager: a.cfg.Stager, Slots: a.cfg.Slots, Fetch: a.cfg.Fetch, ChunkQuota: a.cfg.ChunkQuotaBytes, Now: a.clock.Now, Logger: a.log.With("component", "install")}
+		Stager: a.cfg.Stager, Slots: a.cfg.Slots, Fetch: a.cfg.Fetch, ChunkQuota: a.cfg.ChunkQuotaBytes, MemoryIndex: a.cfg.MemoryState, Now: a.clock.Now, Logger: a.log.With("component", "install")}
 	if m != nil {
 		icfg.Stager, icfg.Slots = m, m
 	}
@@ -165,6 +167,14 @@ func (s *session) run(ctx context.Context) error {
 		s.stage.run(ctx)
 	}()
 	defer func() { <-done }()
+	if s.buf != nil {
+		tdone := make(chan struct{})
+		go func() {
+			defer close(tdone)
+			s.runTelemetry(ctx)
+		}()
+		defer func() { <-tdone }()
+	}
 	if s.models != nil {
 		rdone := make(chan struct{})
 		go func() {
@@ -172,14 +182,6 @@ func (s *session) run(ctx context.Context) error {
 			s.reportModels(ctx)
 		}()
 		defer func() { <-rdone }()
-		if s.models.buf != nil {
-			tdone := make(chan struct{})
-			go func() {
-				defer close(tdone)
-				s.runTelemetry(ctx)
-			}()
-			defer func() { <-tdone }()
-		}
 		if dir := s.models.cfg.SideloadDir; dir != "" {
 			sdone := make(chan struct{})
 			go func() {

@@ -48,15 +48,37 @@ const publishTimeout = 10 * time.Second
 // openTelemetry opens the metrics buffer and has the models' monitor
 // record into it.
 func (a *Agent) openTelemetry(ctx context.Context, m *models) error {
-	tc := a.cfg.Telemetry
-	buf, err := metrics.Open(ctx, a.cfg.DataDir, metrics.Options{Now: a.clock.Now, Window: tc.Window,
-		QuotaBytes: tc.QuotaBytes, BudgetBytesPerDay: tc.BudgetBytesPerDay, MessagesPerSecond: tc.MessagesPerSecond,
-		AckTimeout: tc.AckTimeout, Baselines: m.mon, Counters: m.mon})
+	buf, err := a.openBuffer(ctx, m.mon, m.mon)
 	if err != nil {
 		return err
 	}
 	m.buf, m.mon.rec = buf, buf
 	return nil
+}
+
+// openBuffer opens the metrics buffer: in the data folder, or in memory
+// with Config.MemoryState.
+func (a *Agent) openBuffer(ctx context.Context, bl metrics.Baselines, cs metrics.CounterSource) (*metrics.Buffer, error) {
+	tc := a.cfg.Telemetry
+	opt := metrics.Options{Now: a.clock.Now, Window: tc.Window,
+		QuotaBytes: tc.QuotaBytes, BudgetBytesPerDay: tc.BudgetBytesPerDay, MessagesPerSecond: tc.MessagesPerSecond,
+		AckTimeout: tc.AckTimeout, Baselines: bl, Counters: cs}
+	if a.cfg.MemoryState {
+		return metrics.OpenMemory(ctx, opt)
+	}
+	return metrics.Open(ctx, a.cfg.DataDir, opt)
+}
+
+// Recorder is the metrics buffer that Config.TelemetryWithoutModels opens,
+// while Run runs it; nil before, after, or without one. Records made into
+// it are summarised and sent as a model's inferences are.
+func (a *Agent) Recorder() metrics.Recorder {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.tele == nil {
+		return nil
+	}
+	return a.tele
 }
 
 // runTelemetry closes windows and drains the outbox on its own goroutine:
@@ -67,7 +89,7 @@ func (a *Agent) openTelemetry(ctx context.Context, m *models) error {
 // byte budget); kicks coalesce. Offline, windows still close and the
 // outbox grows; on reconnect it drains in sequence order.
 func (s *session) runTelemetry(ctx context.Context) {
-	b := s.models.buf
+	b := s.buf
 	b.SetDevice(s.id.DeviceID)
 	every := s.a.cfg.Telemetry.checkInterval()
 	tick := s.a.clock.After(every)
@@ -99,7 +121,7 @@ func (s *session) runTelemetry(ctx context.Context) {
 }
 
 func (s *session) applyAck(ctx context.Context, ack *flotillapb.Ack) {
-	if _, err := s.models.buf.Ack(ctx, ack); err != nil && ctx.Err() == nil {
+	if _, err := s.buf.Ack(ctx, ack); err != nil && ctx.Err() == nil {
 		s.a.log.Warn("telemetry: applying ack", "err", err)
 	}
 }
@@ -111,7 +133,7 @@ func (s *session) drainTelemetry(ctx context.Context) {
 	if s.current() == nil {
 		return
 	}
-	_, err := s.models.buf.Drain(ctx, func(ctx context.Context, t *flotillapb.Telemetry) error {
+	_, err := s.buf.Drain(ctx, func(ctx context.Context, t *flotillapb.Telemetry) error {
 		conn := s.current()
 		if conn == nil {
 			return errOffline

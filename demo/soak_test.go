@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,10 +30,14 @@ func envInt(k string, def int) int {
 // TestSoakSimFleet (make soak; FLOTILLA_SOAK=1, never in CI): a
 // flotilla-server process on its embedded defaults and FLOTILLA_SOAK_AGENTS
 // simulated agents (agent/sim: real enrolment, MQTT sessions, heartbeats
-// every 60 s) started at 500/s in this process; then FLOTILLA_SOAK_MINUTES
-// of operators' API reads while the fleet heartbeats. Every 30 s it prints
-// the server's RSS, devices online, MQTT clients and the API's p99 from
-// the server's /metrics, and this process's open files per agent.
+// every 60 s, a summary a minute each from 6 synthetic inferences through
+// the real buffer and outbox) started at 500/s in this process; once all
+// are online, a staged rollout of the digits bundle to 20 % of them (they
+// download, verify and stage it); then FLOTILLA_SOAK_MINUTES of operators'
+// API reads. Every 30 s it prints the server's RSS and goroutines, devices
+// online, MQTT clients, the telemetry ingest's backlog and messages
+// stored, the rollout's devices by phase, the API's p99 from the server's
+// /metrics, and this process's open files per agent and goroutines.
 func TestSoakSimFleet(t *testing.T) {
 	if os.Getenv("FLOTILLA_SOAK") == "" {
 		t.Skip("a soak run: FLOTILLA_SOAK=1 (make soak) runs it")
@@ -53,7 +59,7 @@ func TestSoakSimFleet(t *testing.T) {
 	d := &Demo{cfg: cfg}
 	defer d.Close()
 	ctx := context.Background()
-	for _, step := range []func(context.Context) error{d.prepare, d.makeKeys, d.startServer} {
+	for _, step := range []func(context.Context) error{d.prepare, d.makeKeys, d.startServer, d.releaseBundle} {
 		if err := step(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -87,6 +93,17 @@ func TestSoakSimFleet(t *testing.T) {
 			return
 		}
 		rss, _ := f.Value("process_resident_memory_bytes")
+		gor, _ := f.Value("go_goroutines")
+		backlog, _ := f.Value("flotilla_telemetry_ingest_backlog")
+		stored, _ := f.Value("flotilla_telemetry_messages_total", "outcome", "stored")
+		rollout := "-"
+		if d.RolloutID != "" {
+			if v, err := d.Rollout(ctx); err == nil {
+				rollout = fmt.Sprintf("%s %v", v.Phase, v.Devices)
+			}
+		}
+		// Sim agents that downloaded, verified and staged the bundle.
+		staged, _ := filepath.Glob(filepath.Join(cfg.WorkDir, "sim", "*", "bundles", "staged.json"))
 		on, _ := f.Value("flotilla_devices_online")
 		mq, _ := f.Value("flotilla_mqtt_clients")
 		// p99 by route since the start (the histograms are cumulative):
@@ -100,12 +117,12 @@ func TestSoakSimFleet(t *testing.T) {
 			return fmt.Sprintf("%.1f ms (%.0f)", q*1000, c)
 		}
 		fds, _ := os.ReadDir("/proc/self/fd")
-		fmt.Printf("| %s | t+%.0fs | %.0f MB | %.0f | %.0f | %s | %s | %s | %d (%.2f per agent) |\n",
-			phase, time.Since(start).Seconds(), rss/1048576, on, mq, p99("/v1/enrol"), p99("/v1/devices"),
-			p99("/v1/devices/{id}"), len(fds), float64(len(fds))/float64(n))
+		fmt.Printf("| %s | t+%.0fs | %.0f MB | %.0f | %.0f | %.0f | %.0f | %.0f | %s | %d | %s | %s | %s | %d (%.2f per agent) | %d | %s |\n",
+			phase, time.Since(start).Seconds(), rss/1048576, gor, on, mq, backlog, stored, rollout, len(staged), p99("/v1/enrol"), p99("/v1/devices"),
+			p99("/v1/devices/{id}"), len(fds), float64(len(fds))/float64(n), runtime.NumGoroutine(), selfRSS())
 	}
-	fmt.Println("| phase | time | server RSS | online | MQTT clients | p99 POST /v1/enrol (count) | p99 GET /v1/devices | p99 GET /v1/devices/{id} | sim open files |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| phase | time | server RSS | server goroutines | online | MQTT clients | ingest backlog | telemetry stored | rollout | sim staged | p99 POST /v1/enrol (count) | p99 GET /v1/devices (count) | p99 GET /v1/devices/{id} (count) | sim open files | sim goroutines | sim RSS |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	ticker := time.NewTicker(10 * time.Second)
 	defer ticker.Stop()
 wait:
@@ -126,7 +143,39 @@ wait:
 			}
 		}
 	}
-	fmt.Printf("| all %d online | t+%.0fs | | | | | | | |\n", n, time.Since(start).Seconds())
+	fmt.Printf("| all %d online | t+%.0fs | | | | | | | | | | | | | | |\n", n, time.Since(start).Seconds())
+
+	// One rollout running: a wave of 20 % of the fleet downloads and
+	// stages the digits bundle; the stage bakes past the run's end.
+	spec := []byte(`name: digits to a fifth of the soak fleet
+bundle: {model: digits, release: 1}
+selector: {labels: {fleet: soak}}
+stages:
+  - {name: wave, percent: 20, bake: 2h}
+  - {name: everyone, percent: 100}
+gates:
+  window: 2m
+  error_rate: {max: 0.05}
+failure_policy: pause
+`)
+	// Right after thousands of births the server may be slow to answer:
+	// a create that timed out may still have been made, so look first.
+	for try := 0; d.RolloutID == ""; try++ {
+		if rs, err := d.Client.ListRollouts(ctx, "digits", "", 10); err == nil && len(rs) > 0 {
+			d.RolloutID = rs[0].ID
+			break
+		}
+		v, err := d.Client.CreateRollout(ctx, spec)
+		if err == nil {
+			d.RolloutID = v.ID
+			break
+		}
+		if try == 5 {
+			t.Fatalf("rollout create: %v", err)
+		}
+		t.Logf("rollout create: %v; again in 10 s", err)
+		time.Sleep(10 * time.Second)
+	}
 
 	// Operators' reads while the fleet heartbeats: a page of devices and
 	// one device, twice a second.
@@ -146,4 +195,22 @@ wait:
 		time.Sleep(500 * time.Millisecond)
 	}
 	sample("end")
+}
+
+// selfRSS is this process's resident memory, from /proc/self/status.
+func selfRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "-"
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			if err != nil {
+				return "-"
+			}
+			return fmt.Sprintf("%d MB", kb/1024)
+		}
+	}
+	return "-"
 }

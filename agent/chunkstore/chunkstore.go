@@ -63,6 +63,11 @@ type Options struct {
 	// for the collection a Put over quota runs first. Nil: such a Put
 	// collects nothing (only Held manifests are known) and is refused.
 	Live func() ([]*pb.BundleManifest, error)
+	// MemoryIndex keeps the index in memory, not in DBFile: for agent/sim
+	// only, so that thousands of simulated agents do not hold three open
+	// files each. The chunks are still files in dir; as the index starts
+	// empty, Open's repair removes the chunk files an earlier run left.
+	MemoryIndex bool
 }
 
 // DBFile is the index's file name in the store's folder.
@@ -135,11 +140,22 @@ func OpenOptions(ctx context.Context, dir string, opts Options) (*Store, error) 
 	if err := clearDir(filepath.Join(dir, "tmp")); err != nil {
 		return nil, fmt.Errorf("open chunk store: %w", err)
 	}
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, DBFile)+"?"+pragmas)
+	dsn := "file:" + filepath.Join(dir, DBFile) + "?" + pragmas
+	if opts.MemoryIndex {
+		// A private in-memory database per connection: the pool keeps
+		// exactly one, forever.
+		dsn = "file::memory:?" + pragmas
+	}
+	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open chunk store: %w", err)
 	}
 	db.SetMaxOpenConns(1)
+	if opts.MemoryIndex {
+		db.SetMaxIdleConns(1)
+		db.SetConnMaxIdleTime(0)
+		db.SetConnMaxLifetime(0)
+	}
 	s := &Store{dir: dir, db: db, opts: opts, have: make(map[[32]byte]uint32),
 		held: map[uint64]*pb.BundleManifest{}, pins: map[string]*pb.BundleManifest{}}
 	if err := s.load(ctx); err != nil {

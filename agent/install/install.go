@@ -73,8 +73,11 @@ type Config struct {
 	Limits          unpack.Limits
 	// ChunkQuota caps the chunk store's bytes; 0 = chunkstore.DefaultQuota.
 	ChunkQuota int64
-	Now        func() time.Time // nil: time.Now
-	Logger     *slog.Logger     // nil: discard
+	// MemoryIndex keeps the chunk store's index in memory (agent/sim
+	// only; chunkstore.Options.MemoryIndex).
+	MemoryIndex bool
+	Now         func() time.Time // nil: time.Now
+	Logger      *slog.Logger     // nil: discard
 }
 
 // Installer stages bundles. Apply calls are serialised.
@@ -111,7 +114,7 @@ func Open(ctx context.Context, cfg Config) (*Installer, error) {
 	}
 	in := &Installer{cfg: cfg, staged: map[string]Staged{}, errs: map[string]string{}}
 	cs, err := chunkstore.OpenOptions(ctx, filepath.Join(cfg.Dir, "chunks"),
-		chunkstore.Options{QuotaBytes: cfg.ChunkQuota, Live: in.liveManifests})
+		chunkstore.Options{QuotaBytes: cfg.ChunkQuota, Live: in.liveManifests, MemoryIndex: cfg.MemoryIndex})
 	if err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}

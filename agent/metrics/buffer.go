@@ -169,11 +169,26 @@ func Open(ctx context.Context, dir string, opt Options) (*Buffer, error) {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := sql.Open("sqlite", "file:"+path+"?"+pragmas)
+	return open(ctx, path, "file:"+path+"?"+pragmas, opt)
+}
+
+// OpenMemory opens a buffer held in memory, for agent/sim only: the same
+// schema, writer, windows, outbox and acknowledgements as Open, within the
+// same quota, but nothing survives Close and no file is held open.
+func OpenMemory(ctx context.Context, opt Options) (*Buffer, error) {
+	opt.defaults()
+	// A private in-memory database per connection: the pool below keeps
+	// exactly one, forever.
+	return open(ctx, "memory", "file::memory:?"+pragmas, opt)
+}
+
+func open(ctx context.Context, path, dsn string, opt Options) (*Buffer, error) {
+	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: open %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
 	db.SetConnMaxIdleTime(0)
 	db.SetConnMaxLifetime(0)
 	b := &Buffer{db: db, opt: opt, pack: packer{window: opt.Window.Milliseconds()}, q: newQueue(opt.QueueSize), done: make(chan struct{}),

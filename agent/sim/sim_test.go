@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/flotilla-edge/flotilla/promscrape"
 	"github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/topic"
+	"github.com/flotilla-edge/flotilla/proto/wire"
 )
 
 func TestRunAllOnline(t *testing.T) {
@@ -115,5 +118,65 @@ func TestRampAndMetrics(t *testing.T) {
 	}
 	if n := srv.Enrolments(); n != 1 {
 		t.Fatalf("%d enrolments, want 1: the ramp started agents early", n)
+	}
+}
+
+// TestSummariesSentAndAcked: each agent's synthetic inferences go through
+// its real (in-memory) metrics buffer: a window's summary of sim-model is
+// published on the device's telemetry topic, the control plane's ack
+// removes it from the outbox (the agent's own registry counts it acked),
+// and no agent left a database file in its data folder.
+func TestSummariesSentAndAcked(t *testing.T) {
+	srv := agenttest.New(t)
+	dir := t.TempDir()
+	fl, err := New(Options{N: 2, ServerURL: srv.URL(), EnrolToken: srv.Token(), CAFingerprint: srv.CAFingerprint(),
+		DataDir: dir, IDPrefix: "s", RecordsPerMinute: 600, Window: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(fl.Handler())
+	defer hs.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- fl.Run(ctx) }()
+	for _, id := range []string{"s-0000", "s-0001"} {
+		tm := agenttest.WaitFor[flotillapb.Telemetry](srv, 0, id, topic.Telemetry, func(m *flotillapb.Telemetry) bool {
+			ss := m.GetSummaries().GetSummaries()
+			return len(ss) > 0 && ss[0].GetModel() == SimModel && ss[0].GetRequests() > 0
+		})
+		if tm.GetDeviceId() != id {
+			t.Fatalf("telemetry of %s says device %q", id, tm.GetDeviceId())
+		}
+		ack, err := wire.Encode(&flotillapb.Ack{DeviceId: id, Epoch: tm.GetEpoch(), Sequences: []uint64{tm.GetSequence()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Publish(srv.Scheme().Device(topic.Ack, id), ack, false)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		f, err := promscrape.Get(ctx, http.DefaultClient, hs.URL+"/devices/s-0000/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := f.Value("flotilla_agent_summaries_total", "outcome", "acked"); v >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the ack never removed a summary")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"s-0000", "s-0001"} {
+		for _, name := range []string{"agent.db", "metrics.db"} {
+			if _, err := os.Stat(filepath.Join(dir, id, name)); !os.IsNotExist(err) {
+				t.Errorf("%s/%s: %v, want no file", id, name, err)
+			}
+		}
 	}
 }

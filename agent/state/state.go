@@ -62,13 +62,34 @@ func Open(ctx context.Context, dir string) (*DB, error) {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
 	path := filepath.Join(dir, DBFile)
-	sdb, err := sql.Open("sqlite", "file:"+path+"?"+pragmas)
+	return open(ctx, dir, path, "file:"+path+"?"+pragmas)
+}
+
+// OpenMemory opens a state database held in memory, for agent/sim only:
+// the same schema, migrations and queries as Open, but nothing survives
+// Close and no file is held open, so thousands of simulated agents fit in
+// one process's open-files limit. The key file is still written in dir.
+func OpenMemory(ctx context.Context, dir string) (*DB, error) {
+	if dir == "" {
+		return nil, errors.New("open state: data folder is empty")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	// A private in-memory database per connection: the pool below keeps
+	// exactly one, forever.
+	return open(ctx, dir, "memory", "file::memory:?"+pragmas)
+}
+
+func open(ctx context.Context, dir, path, dsn string) (*DB, error) {
+	sdb, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	// One connection: the agent writes little, and one writer never meets
 	// SQLITE_BUSY from itself.
 	sdb.SetMaxOpenConns(1)
+	sdb.SetMaxIdleConns(1)
 	sdb.SetConnMaxIdleTime(0)
 	sdb.SetConnMaxLifetime(0)
 	d := &DB{db: sdb, dir: dir}

@@ -32,6 +32,8 @@ func main() {
 	flag.DurationVar(&o.HeartbeatInterval, "heartbeat", 0, "heartbeat interval (0 = agent default)")
 	flag.Var(labels, "label", "label key=value for every device (repeatable)")
 	flag.Float64Var(&o.RampPerSecond, "ramp", sim.DefaultRampPerSecond, "agents started per second (< 0: all at once)")
+	flag.IntVar(&o.RecordsPerMinute, "records-per-minute", sim.DefaultRecordsPerMinute,
+		"synthetic inferences each device records a minute, summarised and sent each 60 s window (< 0: no telemetry)")
 	metricsAddr := flag.String("metrics-addr", "", "serve /metrics and /devices/{id}/metrics here (e.g. 127.0.0.1:9590); \"\" = none")
 	verbose := flag.Bool("v", false, "log every device's events")
 	flag.Parse()
@@ -46,8 +48,9 @@ func main() {
 	o.Online = func(d time.Duration) {
 		fmt.Printf("%d devices online after %v\n", o.N, d.Round(time.Millisecond))
 	}
-	// Each device holds a few descriptors (its state database, its MQTT
-	// connection): take the hard limit.
+	// Each device holds one descriptor (its MQTT connection; its
+	// databases are in memory), and a few while it downloads a bundle:
+	// take the hard limit.
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {
 		lim.Cur = lim.Max
