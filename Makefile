@@ -58,7 +58,8 @@ fuzz-short:
 	done
 
 # bench's paired comparisons (package benchreport): BENCH_COUNT runs of each;
-# BENCH_REPORT=-stdout prints the section instead of rewriting the file.
+# BENCH_REPORT=-stdout prints the section instead of rewriting the file;
+# BENCH_REPORT='-stdout -benchtime 1x' is a quick check that every pair still runs.
 BENCH_COUNT ?= 3
 BENCH_REPORT ?=
 bench: wasm-guests ## run the benchmarks (not in CI); writes the paired figures into docs/benchmarks.md

@@ -24,14 +24,15 @@ func main() {
 	stdout := flag.Bool("stdout", false, "print the section to stdout instead of editing -doc")
 	only := flag.String("only", "", "run only the comparisons whose name matches this regular expression")
 	goBin := flag.String("go", "go", "go command")
+	benchtime := flag.String("benchtime", "", "override every comparison's -benchtime (e.g. 1x for a smoke run)")
 	flag.Parse()
-	if err := run(*count, *doc, *stdout, *only, *goBin); err != nil {
+	if err := run(*count, *doc, *stdout, *only, *goBin, *benchtime); err != nil {
 		fmt.Fprintln(os.Stderr, "flotilla-benchreport:", err)
 		os.Exit(1)
 	}
 }
 
-func run(count int, doc string, toStdout bool, only, goBin string) error {
+func run(count int, doc string, toStdout bool, only, goBin, benchtime string) error {
 	if count < 1 {
 		return fmt.Errorf("-count must be at least 1")
 	}
@@ -53,6 +54,9 @@ func run(count int, doc string, toStdout bool, only, goBin string) error {
 	if only != "" {
 		invocation += " -only '" + only + "'"
 	}
+	if benchtime != "" {
+		invocation += " -benchtime " + benchtime
+	}
 	m := benchreport.Machine{
 		Cores:      runtime.NumCPU(),
 		MemTotal:   benchreport.MemTotal(readProc("/proc/meminfo")),
@@ -67,6 +71,9 @@ func run(count int, doc string, toStdout bool, only, goBin string) error {
 	for _, c := range benchreport.Comparisons {
 		if !sel.MatchString(c.Name) {
 			continue
+		}
+		if benchtime != "" {
+			c.Benchtime = benchtime
 		}
 		fmt.Fprintf(os.Stderr, "== %s: %s\n", c.Name, c.Command(count))
 		var out bytes.Buffer

@@ -19,7 +19,7 @@ func TestRefusesUnbalancedDocBeforeMeasuring(t *testing.T) {
 	if err := os.WriteFile(doc, []byte(orig), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err := run(1, doc, false, "", filepath.Join(t.TempDir(), "no-such-go"))
+	err := run(1, doc, false, "", filepath.Join(t.TempDir(), "no-such-go"), "")
 	if err == nil || !strings.Contains(err.Error(), "markers unbalanced") {
 		t.Fatalf("err = %v, want the markers refused", err)
 	}
@@ -29,10 +29,10 @@ func TestRefusesUnbalancedDocBeforeMeasuring(t *testing.T) {
 }
 
 func TestRejectsBadFlags(t *testing.T) {
-	if err := run(0, "", true, "", "go"); err == nil {
+	if err := run(0, "", true, "", "go", ""); err == nil {
 		t.Error("-count 0 accepted")
 	}
-	if err := run(1, "", true, "(", "go"); err == nil {
+	if err := run(1, "", true, "(", "go", ""); err == nil {
 		t.Error("an invalid -only accepted")
 	}
 }
