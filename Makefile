@@ -57,8 +57,14 @@ fuzz-short:
 		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg/ || exit 1; \
 	done
 
-bench: wasm-guests ## run the benchmarks (not in CI); figures go into docs/benchmarks.md
+# bench's paired comparisons (package benchreport): BENCH_COUNT runs of each;
+# BENCH_REPORT=-stdout prints the section instead of rewriting the file;
+# BENCH_REPORT='-stdout -benchtime 1x' is a quick check that every pair still runs.
+BENCH_COUNT ?= 3
+BENCH_REPORT ?=
+bench: wasm-guests ## run the benchmarks (not in CI); writes the paired figures into docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) run ./cmd/flotilla-benchreport -count $(BENCH_COUNT) $(BENCH_REPORT)
 	FLOTILLA_BENCH=1 $(GO) test ./controlplane/delivery -run TestDeliveryBenchmark -v -timeout 30m
 	$(MAKE) --no-print-directory build
 	FLOTILLA_BENCH=1 FLOTILLA_BENCH_BIN=$(CURDIR)/$(BIN) $(GO) test ./demo -run TestAgentFootprint -v -timeout 10m
