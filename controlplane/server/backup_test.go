@@ -3,7 +3,6 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,8 +35,7 @@ func TestBackupRestore(t *testing.T) {
 		return s
 	}
 	srv := start(dir)
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 	op.release(digitsSource(t, "1", nil), "1")
 	dev := startAgent(t, op, "dev-1")
 	op.run("devices", "label", "dev-1", "site=north")

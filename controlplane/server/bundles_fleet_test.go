@@ -100,8 +100,7 @@ func TestBundleFleetLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 
 	src1 := digitsSource(t, "1", nil)
 	s1, d1 := op.release(src1, "1")

@@ -2,9 +2,7 @@ package server_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -35,8 +33,7 @@ func TestBundleEndToEndMosquitto(t *testing.T) {
 	if srv.BrokerAddr() != nil {
 		t.Fatal("the embedded broker runs beside Mosquitto")
 	}
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 
 	src1 := digitsSource(t, "1", nil)
 	s1, d1 := op.release(src1, "1")

@@ -236,8 +236,7 @@ func TestBundleEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 
 	// A release before the device enrols, so enrolment carries its root.
 	src1 := digitsSource(t, "1", nil)
@@ -335,8 +334,7 @@ func TestExpiredReleaseRefusedUntilFresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 	src := digitsSource(t, "1", nil)
 	s, d := op.release(src, "1")
 	dev := startAgent(t, op, "dev-x")
@@ -352,4 +350,16 @@ func TestExpiredReleaseRefusedUntilFresh(t *testing.T) {
 	op.run("release", "push", "-keys", keys) // the server signs a fresh timestamp and publishes it
 	eventually(t, "staged after fresh metadata", func() bool { return dev.staged(t)["digits"].Release == 1 })
 	sameFiles(t, s, d, src, dev.staged(t)["digits"].Dir)
+}
+
+// newOperator is an operator of srv, whose data folder is dir, with the
+// admin token the server made on first start and the release keys in
+// keys ("" when the test releases nothing).
+func newOperator(t *testing.T, srv *server.Server, dir, keys string) operator {
+	t.Helper()
+	tok, err := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
 }

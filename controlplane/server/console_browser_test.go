@@ -138,8 +138,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 	op.release(digitsSource(t, "1", func(dir string) {
 		toml := filepath.Join(dir, "bundle.toml")
 		b, err := os.ReadFile(toml)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -27,8 +25,7 @@ func TestRemoteDiag(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), dir: dir}
+	op := newOperator(t, srv, dir, "")
 	dev := startAgent(t, op, "dev-diag")
 	ring := logring.New(0, slog.LevelDebug)
 	slog.New(ring.Handler(nil)).Warn("sensor bus timeout", "bus", "i2c-1")

@@ -9,9 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -91,8 +89,7 @@ func TestAgentDriftEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 	op.release(digitsSource(t, "1", nil), "1")
 	client := adminClient(t, srv, dir)
 	et, err := client.CreateEnrolToken(ctx, api.EnrolTokenRequest{Name: "drift", MaxUses: 1})

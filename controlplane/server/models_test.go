@@ -253,8 +253,7 @@ func TestModelEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 
 	_, d1 := op.release(digitsSource(t, "1", nil), "1")
 	et, err := adminClient(t, srv, dir).CreateEnrolToken(context.Background(), api.EnrolTokenRequest{Name: "models", MaxUses: 1})

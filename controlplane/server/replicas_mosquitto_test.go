@@ -3,7 +3,6 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -46,8 +45,7 @@ func TestReplicaFailoverMosquitto(t *testing.T) {
 	dirA := t.TempDir()
 	keys := operatorKeys(t, dirA)
 	a := start(dirA)
-	tok, _ := os.ReadFile(filepath.Join(dirA, server.AdminTokenFile))
-	op := operator{t: t, srv: a, token: strings.TrimSpace(string(tok)), keys: keys, dir: dirA}
+	op := newOperator(t, a, dirA, keys)
 	op.release(digitsSource(t, "1", shortProbation(t)), "1")
 
 	// The second replica: a restore of the first one's backup.

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -81,8 +80,7 @@ func TestRolloutFleetBenchmark(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 	// Releases 2 and 4 carry 64 KiB of their own, so switching to them
 	// fetches new chunks; 3 and 5 are release 1's content again.
 	for _, rel := range []string{"1", "2", "3", "4", "5"} {

@@ -93,8 +93,7 @@ func TestRolloutThroughServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 	// Probation of a second, not ten minutes: the rollout waits for it.
 	op.release(digitsSource(t, "1", shortProbation(t)), "1")
 	op.release(digitsSource(t, "2", shortProbation(t)), "2")
@@ -263,8 +262,7 @@ func TestRolloutAPIRefusals(t *testing.T) {
 	dir := t.TempDir()
 	keys := operatorKeys(t, dir)
 	srv := startServer(t, dir)
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 	op.release(digitsSource(t, "1", nil), "1")
 	admin := adminClient(t, srv, dir)
 	ctx := context.Background()
@@ -376,8 +374,7 @@ func TestRolloutRollbackAwaitsTheDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 	op.release(digitsSource(t, "1", nil), "1")
 	op.release(digitsSource(t, "2", rejectingGolden(t)), "2")
 
@@ -490,8 +487,7 @@ func TestRolloutAcrossRestart(t *testing.T) {
 		return srv
 	}
 	srv := start()
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 	op.release(digitsSource(t, "1", shortProbation(t)), "1")
 	c := adminClient(t, srv, dir)
 	ids := []string{"dev-0", "dev-1", "dev-2"}
@@ -654,8 +650,7 @@ func TestRolloutAbortWithoutRollbackRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 	src1 := digitsSource(t, "1", shortProbation(t))
 	op.release(src1, "1")
 	op.release(digitsSource(t, "2", shortProbation(t)), "2")
@@ -739,8 +734,7 @@ func TestRolloutNudgesSilentDevices(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 	op.release(digitsSource(t, "1", nil), "1")
 	admin := adminClient(t, srv, dir)
 	et, err := admin.CreateEnrolToken(context.Background(), api.EnrolTokenRequest{Name: "quiet", MaxUses: 1})

@@ -46,8 +46,7 @@ func TestRemoteSupportBundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), dir: dir}
+	op := newOperator(t, srv, dir, "")
 	dev := startAgent(t, op, "dev-sup")
 	// Incompressible log records, so the bundle needs several 256 KiB chunks.
 	ring := logring.New(4000, slog.LevelDebug)
@@ -214,8 +213,7 @@ func TestConsoleRemoteDiag(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), dir: dir}
+	op := newOperator(t, srv, dir, "")
 	dev := startAgent(t, op, "dev-con")
 	ring := logring.New(0, slog.LevelDebug)
 	slog.New(ring.Handler(nil)).Warn("fan stalled", "rpm", 0)

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -242,8 +240,7 @@ func TestTelemetryThroughServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	tok, _ := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	op := operator{t: t, srv: srv, token: strings.TrimSpace(string(tok)), keys: keys, dir: dir}
+	op := newOperator(t, srv, dir, keys)
 	bs, digest := op.release(digitsSource(t, "1", nil), "1")
 	_, manifest, err := bs.Manifest(digest)
 	if err != nil {
