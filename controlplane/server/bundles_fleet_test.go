@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,14 +123,19 @@ func TestBundleFleetLifecycle(t *testing.T) {
 		src := digitsSource(t, "2", withBlob(t, "extra.bin", 1<<20, 2))
 		s, d := op.releaseSized(src, "2", 64<<10)
 		total := chunksOf(t, s, d)
-		// The link slows to a trickle as the first chunk arrives.
+		// The link slows to a trickle as the first chunk arrives, or
+		// once the metadata, the manifest and a few chunks have passed
+		// (256 KiB of a 1 MiB bundle), whichever comes first.
 		trickled := make(chan struct{})
+		var once sync.Once
 		dev.cc.hook(func(digest string) {
-			if digest == d && px.rate.CompareAndSwap(0, 300) {
-				close(trickled)
+			if digest == d {
+				px.rate.CompareAndSwap(0, 300)
+				once.Do(func() { close(trickled) })
 			}
 		})
-		defer px.rate.Store(0)
+		px.trickleAfter(256<<10, 300)
+		defer px.fullSpeed()
 		op.run("devices", "assign", "dev-net", "digits", "2")
 		select {
 		case <-trickled:
@@ -149,7 +155,7 @@ func TestBundleFleetLifecycle(t *testing.T) {
 			t.Fatalf("received %d of %d chunks before the trickle tripped the fetch", got, total)
 		}
 		// The link recovers (one cut); the agent reconnects and resumes.
-		px.rate.Store(0)
+		px.fullSpeed()
 		px.cut()
 		// The slow link held back the device's reports too (one TCP
 		// stream: the broker's acknowledgements wait behind the trickle),

@@ -36,6 +36,9 @@ type proxy struct {
 	upstream string
 	rate     atomic.Int64
 	relayed  atomic.Int64 // bytes relayed to clients
+	// slowAt, when set, is a relayed-bytes mark past which the proxy
+	// trickles at slowRate (trickleAfter).
+	slowAt, slowRate atomic.Int64
 
 	mu    sync.Mutex
 	conns map[net.Conn]bool
@@ -86,17 +89,38 @@ func (p *proxy) down(c, u net.Conn) {
 			if r := p.rate.Load(); r > 0 {
 				k = min(k, max(1, int(r/20)))
 				time.Sleep(50 * time.Millisecond)
+			} else if mark := p.slowAt.Load(); mark > 0 {
+				k = min(k, max(1, int(mark-p.relayed.Load())))
 			}
 			if _, werr := c.Write(b[:k]); werr != nil {
 				return
 			}
-			p.relayed.Add(int64(k))
+			if done := p.relayed.Add(int64(k)); p.slowAt.Load() > 0 && done >= p.slowAt.Load() {
+				p.rate.CompareAndSwap(0, p.slowRate.Load())
+				p.slowAt.Store(0)
+			}
 			b = b[k:]
 		}
 		if err != nil {
 			return
 		}
 	}
+}
+
+// trickleAfter makes the proxy trickle at rate once n more bytes have
+// been relayed: what it has passed on before cannot be slowed, and the
+// agent's socket and MQTT client buffer far more than one chunk, so a
+// switch made when the agent sees its first chunk may come after the
+// whole bundle is already on its side.
+func (p *proxy) trickleAfter(n, rate int64) {
+	p.slowRate.Store(rate)
+	p.slowAt.Store(p.relayed.Load() + n)
+}
+
+// fullSpeed ends a trickle, set or armed.
+func (p *proxy) fullSpeed() {
+	p.slowAt.Store(0)
+	p.rate.Store(0)
 }
 
 // cut closes every relayed connection, dropping what is in flight.
