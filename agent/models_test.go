@@ -50,6 +50,11 @@ var (
 // onnxPluginBin builds the real flotilla-runtime-onnx once.
 func onnxPluginBin(t testing.TB) string {
 	t.Helper()
+	// A machine without a Go toolchain (the GPU machine) runs a test binary
+	// built elsewhere, with the plugin built beside it.
+	if dir := os.Getenv("FLOTILLA_TEST_PLUGIN_DIR"); dir != "" {
+		return filepath.Join(dir, "flotilla-runtime-onnx")
+	}
 	bin := filepath.Join(buildDir, "flotilla-runtime-onnx")
 	pluginOnce.Do(func() {
 		if out, err := exec.Command("go", "build", "-o", bin, "../cmd/flotilla-runtime-onnx").CombinedOutput(); err != nil {

@@ -54,14 +54,28 @@ func mobilenetBundle(b *testing.B) string {
 		b.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "model.onnx"), src, 0o644)
-	os.WriteFile(filepath.Join(dir, "bundle.toml"), []byte(`name = "mobilenetv2"
+	toml := `name = "mobilenetv2"
 release = 1
 kind = "model"
 [[variants]]
 runtime = "onnx"
 entry = "model.onnx"
-`), 0o644)
+`
+	for k, v := range benchOptions() {
+		toml += fmt.Sprintf("options = { %s = %q }\n", k, v)
+	}
+	os.WriteFile(filepath.Join(dir, "bundle.toml"), []byte(toml), 0o644)
 	return dir
+}
+
+// benchOptions: FLOTILLA_BENCH_THREADS=n pins ONNX Runtime's intra-op
+// threads for mobilenetv2, in the bundle (the API's path) and in the direct
+// load alike; unset, ONNX Runtime's default (a thread per core).
+func benchOptions() map[string]string {
+	if n := os.Getenv("FLOTILLA_BENCH_THREADS"); n != "" {
+		return map[string]string{"intra_op_threads": n} // runtime/onnx.OptIntraOpThreads
+	}
+	return nil
 }
 
 // measure runs fn from `clients` goroutines b.N times in all and reports
@@ -163,6 +177,9 @@ type benchCase struct {
 	// shmBody is the request naming the input in the shared memory region
 	// "bench" (nil: no shared memory rows).
 	shmBody []byte
+	// options are the runtime options the bundle's variant carries, given
+	// to the direct load too.
+	options map[string]string
 }
 
 func digitsCase(b *testing.B) benchCase {
@@ -189,7 +206,7 @@ func mobilenetCase(b *testing.B) benchCase {
 		"parameters": map[string]any{"binary_data_size": len(data)}}}, "parameters": map[string]any{"binary_data_output": true}})
 	shmBody, _ := json.Marshal(map[string]any{"inputs": []any{map[string]any{"name": "image", "shape": []int{1, 3, 224, 224}, "datatype": "FP32",
 		"parameters": map[string]any{"shared_memory_region": "bench", "shared_memory_byte_size": len(data)}}}, "parameters": map[string]any{"binary_data_output": true}})
-	return benchCase{name: "mobilenetv2", bundle: dir, body: append(hdr, data...), header: map[string]string{headerLength: strconv.Itoa(len(hdr))}, shmBody: shmBody,
+	return benchCase{name: "mobilenetv2", bundle: dir, options: benchOptions(), body: append(hdr, data...), header: map[string]string{headerLength: strconv.Itoa(len(hdr))}, shmBody: shmBody,
 		input: runtime.Tensor{Name: "image", DType: runtime.Float32, Shape: []int64{1, 3, 224, 224}, Data: data}}
 }
 
@@ -231,7 +248,7 @@ func BenchmarkInfer(b *testing.B) {
 		}
 		p := onnxPlugin(b)
 		l := activate(b, p, c.bundle)
-		direct, err := p.Load(context.Background(), runtime.LoadSpec{Dir: c.bundle, Entry: "model.onnx"})
+		direct, err := p.Load(context.Background(), runtime.LoadSpec{Dir: c.bundle, Entry: "model.onnx", Options: c.options})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -31,6 +31,12 @@ func TestMain(m *testing.M) {
 	if os.Getenv(loadClientEnv) != "" {
 		os.Exit(runLoadClient())
 	}
+	// A machine without a Go toolchain (the GPU machine) runs a test binary
+	// built elsewhere, with the plugin built beside it.
+	if dir := os.Getenv("FLOTILLA_TEST_PLUGIN_DIR"); dir != "" {
+		pluginDir = dir
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "inferapi-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
