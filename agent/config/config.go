@@ -75,6 +75,14 @@ type FileConfig struct {
 	SideloadWaiveDirector bool   `toml:"sideload_waive_director"`
 	ChunkQuotaBytes       int64  `toml:"chunk_quota_bytes"`
 
+	// The local inference API's limits (0: agent/inferapi's default).
+	InferMaxBodyBytes  int64         `toml:"infer_max_body_bytes"`
+	InferConcurrency   int           `toml:"infer_concurrency"`
+	InferMaxQueue      int           `toml:"infer_max_queue"`
+	InferQueueTimeout  time.Duration `toml:"infer_queue_timeout"`
+	InferShmMaxRegions int           `toml:"infer_shm_max_regions"`
+	InferShmMaxBytes   int64         `toml:"infer_shm_max_bytes"`
+
 	MetricsWindow              time.Duration `toml:"metrics_window"`
 	MetricsQuotaBytes          int64         `toml:"metrics_quota_bytes"`
 	TelemetryBudgetBytesPerDay int64         `toml:"telemetry_budget_bytes_per_day"`
@@ -203,6 +211,9 @@ func (fc FileConfig) Agent(exeDir string) (agent.Config, error) {
 	if fc.TelemetryBudgetBytesPerDay < 0 {
 		return agent.Config{}, errors.New("config: telemetry_budget_bytes_per_day is negative")
 	}
+	if err := fc.checkInfer(); err != nil {
+		return agent.Config{}, err
+	}
 	orDefault := func(v, def string) string {
 		switch v {
 		case Off:
@@ -220,6 +231,9 @@ func (fc FileConfig) Agent(exeDir string) (agent.Config, error) {
 		SideloadDir:           orDefault(fc.SideloadDir, filepath.Join(fc.DataDir, "sideload")),
 		SideloadWaiveDirector: fc.SideloadWaiveDirector,
 	}
+	models.Infer.MaxBodyBytes, models.Infer.Concurrency, models.Infer.MaxQueue = fc.InferMaxBodyBytes, fc.InferConcurrency, fc.InferMaxQueue
+	models.Infer.QueueTimeout = fc.InferQueueTimeout
+	models.Infer.SharedMemory.MaxRegions, models.Infer.SharedMemory.MaxBytes = fc.InferShmMaxRegions, fc.InferShmMaxBytes
 	if models.PluginDir == "" {
 		models.PluginDir = DefaultPluginDir
 		if exeDir != "" {
@@ -254,6 +268,39 @@ const (
 	MinMetricsQuota  = 1 << 20
 )
 
+// Bounds on the inference API's keys (0 takes agent/inferapi's default:
+// 64 MiB bodies, GOMAXPROCS calls per model, 64 queued, 2 s in the queue,
+// 16 shared memory regions of 1 GiB in all).
+const (
+	MinInferBody  = 1 << 10
+	MaxInferBody  = 2 << 30
+	MaxInferCalls = 1024
+	MaxInferQueue = 1 << 16
+	MaxInferWait  = 10 * time.Minute
+	MaxShmRegions = 1024
+	MaxShmBytes   = 64 << 30
+	MinShmBytes   = 4 << 10
+)
+
+// checkInfer refuses inference API limits out of range, naming the key.
+func (fc FileConfig) checkInfer() error {
+	switch {
+	case fc.InferMaxBodyBytes != 0 && (fc.InferMaxBodyBytes < MinInferBody || fc.InferMaxBodyBytes > MaxInferBody):
+		return fmt.Errorf("config: infer_max_body_bytes %d is outside %d..%d", fc.InferMaxBodyBytes, MinInferBody, MaxInferBody)
+	case fc.InferConcurrency < 0 || fc.InferConcurrency > MaxInferCalls:
+		return fmt.Errorf("config: infer_concurrency %d is outside 0..%d", fc.InferConcurrency, MaxInferCalls)
+	case fc.InferMaxQueue < 0 || fc.InferMaxQueue > MaxInferQueue:
+		return fmt.Errorf("config: infer_max_queue %d is outside 0..%d", fc.InferMaxQueue, MaxInferQueue)
+	case fc.InferQueueTimeout < 0 || fc.InferQueueTimeout > MaxInferWait:
+		return fmt.Errorf("config: infer_queue_timeout %s is outside 0..%s", fc.InferQueueTimeout, MaxInferWait)
+	case fc.InferShmMaxRegions < 0 || fc.InferShmMaxRegions > MaxShmRegions:
+		return fmt.Errorf("config: infer_shm_max_regions %d is outside 0..%d", fc.InferShmMaxRegions, MaxShmRegions)
+	case fc.InferShmMaxBytes != 0 && (fc.InferShmMaxBytes < MinShmBytes || fc.InferShmMaxBytes > MaxShmBytes):
+		return fmt.Errorf("config: infer_shm_max_bytes %d is outside %d..%d", fc.InferShmMaxBytes, MinShmBytes, MaxShmBytes)
+	}
+	return nil
+}
+
 // MinChunkQuota is the least chunk_quota_bytes (0 takes agent/chunkstore's
 // 1 GiB default): a bundle larger than the quota can never be fetched.
 const MinChunkQuota = 1 << 20
@@ -266,8 +313,10 @@ func (fc FileConfig) String() string {
 	}
 	return fmt.Sprintf("data_dir=%s device_id=%s server=%s enrol_token=%s ca_file=%s ca_fingerprint=%s mqtt_url=%s topic_prefix=%s heartbeat_interval=%s labels=%v"+
 		" plugin_dir=%s ort_lib=%s infer_addr=%s infer_socket=%s sideload_dir=%s sideload_waive_director=%t chunk_quota_bytes=%d"+
-		" metrics_window=%s metrics_quota_bytes=%d telemetry_budget_bytes_per_day=%d",
+		" metrics_window=%s metrics_quota_bytes=%d telemetry_budget_bytes_per_day=%d"+
+		" infer_max_body_bytes=%d infer_concurrency=%d infer_max_queue=%d infer_queue_timeout=%s infer_shm_max_regions=%d infer_shm_max_bytes=%d",
 		fc.DataDir, fc.DeviceID, fc.Server, tok, fc.CAFile, fc.CAFingerprint, fc.MQTTURL, fc.TopicPrefix, fc.HeartbeatInterval, fc.Labels,
 		fc.PluginDir, fc.ORTLib, fc.InferAddr, fc.InferSocket, fc.SideloadDir, fc.SideloadWaiveDirector, fc.ChunkQuotaBytes,
-		fc.MetricsWindow, fc.MetricsQuotaBytes, fc.TelemetryBudgetBytesPerDay)
+		fc.MetricsWindow, fc.MetricsQuotaBytes, fc.TelemetryBudgetBytesPerDay,
+		fc.InferMaxBodyBytes, fc.InferConcurrency, fc.InferMaxQueue, fc.InferQueueTimeout, fc.InferShmMaxRegions, fc.InferShmMaxBytes)
 }

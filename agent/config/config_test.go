@@ -128,3 +128,54 @@ func TestTelemetryKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestInferKeys: the inference API's limits reach agent/inferapi's
+// Config; out of range, the agent refuses to start naming the key; a
+// change is logged as needing a restart.
+func TestInferKeys(t *testing.T) {
+	fc, err := LoadConfig(write(t, `infer_max_body_bytes = 1048576
+infer_concurrency = 2
+infer_max_queue = 8
+infer_queue_timeout = "500ms"
+infer_shm_max_regions = 4
+infer_shm_max_bytes = 67108864
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := fc.Agent("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic := ac.Models.Infer
+	if ic.MaxBodyBytes != 1<<20 || ic.Concurrency != 2 || ic.MaxQueue != 8 || ic.QueueTimeout != 500*time.Millisecond ||
+		ic.SharedMemory.MaxRegions != 4 || ic.SharedMemory.MaxBytes != 64<<20 {
+		t.Fatalf("inference API config %+v", ic)
+	}
+	if !strings.Contains(fc.String(), "infer_shm_max_regions=4") {
+		t.Errorf("String() = %s", fc)
+	}
+	for _, bad := range []struct{ body, key string }{
+		{"infer_max_body_bytes = 100\n", "infer_max_body_bytes"},
+		{"infer_max_body_bytes = 4294967296\n", "infer_max_body_bytes"},
+		{"infer_concurrency = -1\n", "infer_concurrency"},
+		{"infer_max_queue = 1000000\n", "infer_max_queue"},
+		{"infer_queue_timeout = \"-1s\"\n", "infer_queue_timeout"},
+		{"infer_shm_max_regions = 100000\n", "infer_shm_max_regions"},
+		{"infer_shm_max_bytes = 10\n", "infer_shm_max_bytes"},
+	} {
+		fc, err := LoadConfig(write(t, bad.body), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fc.Agent(""); err == nil || !strings.Contains(err.Error(), bad.key) {
+			t.Errorf("%q: err %v, want one naming %s", bad.body, err, bad.key)
+		}
+	}
+	changed := fc
+	changed.InferShmMaxRegions = 8
+	d := Diff(fc, changed)
+	if len(d) != 1 || d[0].Key != "infer_shm_max_regions" || d[0].Live || d[0].Old != "4" || d[0].New != "8" {
+		t.Fatalf("Diff = %+v", d)
+	}
+}

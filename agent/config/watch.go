@@ -39,6 +39,11 @@ func (fc FileConfig) settings() map[string]string {
 		"heartbeat_interval": fc.HeartbeatInterval.String(), "log_level": fc.LogLevel, "labels": strings.Join(labels, ","),
 		"plugin_dir": fc.PluginDir, "ort_lib": fc.ORTLib, "infer_addr": fc.InferAddr, "infer_socket": fc.InferSocket,
 		"sideload_dir": fc.SideloadDir, "sideload_waive_director": fmt.Sprint(fc.SideloadWaiveDirector),
+		"chunk_quota_bytes": fmt.Sprint(fc.ChunkQuotaBytes), "metrics_window": fc.MetricsWindow.String(),
+		"metrics_quota_bytes": fmt.Sprint(fc.MetricsQuotaBytes), "telemetry_budget_bytes_per_day": fmt.Sprint(fc.TelemetryBudgetBytesPerDay),
+		"infer_max_body_bytes": fmt.Sprint(fc.InferMaxBodyBytes), "infer_concurrency": fmt.Sprint(fc.InferConcurrency),
+		"infer_max_queue": fmt.Sprint(fc.InferMaxQueue), "infer_queue_timeout": fc.InferQueueTimeout.String(),
+		"infer_shm_max_regions": fmt.Sprint(fc.InferShmMaxRegions), "infer_shm_max_bytes": fmt.Sprint(fc.InferShmMaxBytes),
 	}
 }
 
