@@ -29,7 +29,7 @@ func (d Dynsec) credentials(ctx context.Context, s *Server, scheme topic.Scheme)
 	}
 	s.admin = newMQTT(mqttOptions{
 		User: d.AdminUser, Password: d.AdminPassword, CAPEM: s.brokerCAPEM(),
-		ClientID: "flotilla-dynsec-" + instanceID(), Logger: s.log.With("component", "dynsec"), CleanSession: true,
+		ClientID: "flotilla-dynsec-" + instanceID(), Logger: s.log.With("component", "dynsec"),
 	})
 	if err := s.admin.Connect(ctx, s.cfg.MQTTURL); err != nil {
 		return nil, fmt.Errorf("dynsec admin: %w", err)

@@ -18,14 +18,21 @@ type mqttOptions struct {
 	CAPEM          []byte
 	ClientID       string
 	Logger         *slog.Logger
-	// CleanSession drops the broker-side session on disconnect; the
-	// control plane's ingest connection keeps it (false).
-	CleanSession bool
 }
 
 // MQTT is the control plane's own connection to the broker. It
-// re-subscribes after every reconnect, and its persistent session keeps
-// QoS 1 messages queued at the broker while it is away.
+// re-subscribes after every reconnect.
+//
+// Its session is clean: the broker ends it with the connection. A
+// persistent one would outlive its replica (every process connects under a
+// new client ID, so nothing ever resumes it), and Mosquitto goes on dealing
+// a gone member of a shared subscription its share of the stream, queued
+// in the orphaned session until the broker expires it: after a replica
+// stopped or crashed, half the devices' telemetry (with two replicas)
+// waited an ack timeout to be sent again, and half their heartbeats,
+// command results, chunk requests and progress reports went nowhere. What
+// a clean session misses while the connection is down is dealt to another
+// replica or sent again by the device (TestReplicaSummariesMosquitto).
 type MQTT struct {
 	opts   mqttOptions
 	client paho.Client
@@ -56,7 +63,7 @@ func (m *MQTT) Connect(ctx context.Context, url string) error {
 		SetClientID(m.opts.ClientID).
 		SetUsername(m.opts.User).
 		SetPassword(m.opts.Password).
-		SetCleanSession(m.opts.CleanSession).
+		SetCleanSession(true).
 		SetOrderMatters(true).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
