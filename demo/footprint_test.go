@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-edge/flotilla/agent/exepages"
 	"github.com/flotilla-edge/flotilla/agent/reap"
 	"github.com/flotilla-edge/flotilla/promscrape"
 )
@@ -21,8 +22,9 @@ import (
 // CI): its resident memory idle and connected with no model, its CPU time
 // over 60 s of that idleness (30 s heartbeats, the default 60 s summary
 // window), then its memory with the digits model active (and the ONNX
-// Runtime plugin process's beside it). The figures go into
-// docs/benchmarks.md.
+// Runtime plugin process's beside it). FLOTILLA_BENCH_BASE_AGENT names a
+// baseline agent binary (another commit's build) to run idle beside them,
+// started the same way. The figures go into docs/benchmarks.md.
 func TestAgentFootprint(t *testing.T) {
 	if os.Getenv("FLOTILLA_BENCH") == "" {
 		t.Skip("a measurement, not a test: FLOTILLA_BENCH=1 runs it")
@@ -34,6 +36,11 @@ func TestAgentFootprint(t *testing.T) {
 		{ID: "fp-default", Labels: map[string]string{"ring": "canary"}},
 		{ID: "fp-gogc50", Labels: map[string]string{"ring": "main"}, Env: []string{"GOGC=50"}},
 		{ID: "fp-memlimit", Labels: map[string]string{"ring": "main"}, Env: []string{"GOMEMLIMIT=8MiB"}},
+	}
+	// A baseline agent binary (built from another commit) beside them, run
+	// the same way: the before of a before/after in one run.
+	if base := os.Getenv("FLOTILLA_BENCH_BASE_AGENT"); base != "" {
+		variants = append(variants, Device{ID: "fp-baseline", Labels: map[string]string{"ring": "main"}, Bin: base})
 	}
 	cfg := Config{BinDir: os.Getenv("FLOTILLA_BENCH_BIN"), WorkDir: filepath.Join(t.TempDir(), "fp"), ModelDir: modelDir,
 		ORTLib: ortLib(t), Devices: variants,
@@ -57,13 +64,23 @@ func TestAgentFootprint(t *testing.T) {
 		pid := d.agents[i].cmd.Process.Pid
 		cpu0 = append(cpu0, cpuTicks(t, pid))
 		report(t, ctx, v.ID+" connected, no model, 10 s after start", pid, d.MetricsURLs()[i])
+		exeBreakdown(t, v.ID+" 10 s after start", pid)
 	}
-	time.Sleep(60 * time.Second)
+	// Six samples over the minute idle, every 10 s.
+	samples := make([][]float64, len(variants))
+	for range 6 {
+		time.Sleep(10 * time.Second)
+		for i := range variants {
+			samples[i] = append(samples[i], procStatus(t, d.agents[i].cmd.Process.Pid)["VmRSS"]/1024)
+		}
+	}
 	for i, v := range variants {
 		pid := d.agents[i].cmd.Process.Pid
 		cpu := float64(cpuTicks(t, pid)-cpu0[i]) / 100 // USER_HZ
 		fmt.Printf("| %s CPU over 60 s idle | %.2f s (%.2f %% of one core) |\n", v.ID, cpu, cpu/60*100)
+		fmt.Printf("| %s RSS sampled every 10 s over the 60 s idle | %s MB |\n", v.ID, joinMB(samples[i]))
 		report(t, ctx, v.ID+" no model, after 60 s idle", pid, d.MetricsURLs()[i])
+		exeBreakdown(t, v.ID+" no model, after 60 s idle", pid)
 	}
 
 	// Only the agent as shipped (ring=canary) takes the model.
@@ -110,6 +127,7 @@ func TestAgentFootprint(t *testing.T) {
 	fmt.Printf("| (after %d inferences) | |\n", counts.OK.Load())
 	id := cfg.Devices[canary].ID
 	report(t, ctx, id+" digits active", d.agents[canary].cmd.Process.Pid, d.MetricsURLs()[canary])
+	exeBreakdown(t, id+" digits active", d.agents[canary].cmd.Process.Pid)
 	pids, _ := reap.Find(reap.Marker(filepath.Join(cfg.WorkDir, "devices", id)))
 	for _, p := range pids {
 		report(t, ctx, "ONNX Runtime plugin, digits loaded", p, "")
@@ -133,6 +151,48 @@ func report(t *testing.T, ctx context.Context, what string, pid int, metrics str
 		}
 	}
 	fmt.Println(line + " |")
+}
+
+// joinMB lists figures in MB.
+func joinMB(fs []float64) string {
+	var ss []string
+	for _, f := range fs {
+		ss = append(ss, fmt.Sprintf("%.1f", f))
+	}
+	return strings.Join(ss, ", ")
+}
+
+// exeBreakdown prints, from /proc/PID/smaps, what of the process's own
+// executable is resident (text, read-only data with the pclntab, writable
+// data) and its anonymous memory.
+func exeBreakdown(t *testing.T, what string, pid int) {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	maps, err := exepages.ParseSmaps(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb := map[string]int64{}
+	for _, m := range maps {
+		switch {
+		case m.Path == exe:
+			kb[m.Perms] += m.RssKB
+		case m.Inode == 0:
+			kb["anon"] += m.RssKB
+		default:
+			kb["other files"] += m.RssKB
+		}
+	}
+	fmt.Printf("| %s, smaps | binary text (r-xp) %.1f MB, read-only data (r--p) %.1f MB, data (rw-p) %.1f MB; anonymous %.1f MB; other files %.1f MB |\n",
+		what, float64(kb["r-xp"])/1024, float64(kb["r--p"])/1024, float64(kb["rw-p"])/1024, float64(kb["anon"])/1024, float64(kb["other files"])/1024)
 }
 
 // procStatus reads a process's memory lines from /proc/PID/status, in KiB.
