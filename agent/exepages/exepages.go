@@ -7,10 +7,10 @@
 // package initialisers spread over the whole text, the runtime's type and
 // itab set-up, TLS, SQLite and MQTT set-up — touches almost every 64 KiB
 // block of the image once. Those mappings then stay for the life of the
-// process: measured on the agent, 166 of the 186 text blocks and 8 of its
-// 12.6 MB of read-only data were mapped (21–23 MB of RssFile) while the
-// code it runs idle fits in about 3.5 MB of text and 4.5 MB of read-only
-// data.
+// process: measured on the agent, 166 of the 186 text blocks and 10 of its
+// 12.6 MB of read-only data stayed mapped (21 MB of RssFile) while idle it
+// maps again about 5 MB of text and 3–8 MB of read-only data (the GC's
+// stack scans read the pclntab). docs/benchmarks.md has the figures.
 //
 // Release drops those entries with madvise(MADV_DONTNEED) on the
 // executable's read-only private mappings. Nothing is lost: such a mapping
