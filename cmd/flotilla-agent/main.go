@@ -165,7 +165,7 @@ func run(args []string) error {
 	log.Info("starting", "version", version, "config", fc.String())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// Start-up maps nearly the whole binary; idle uses a third of it.
+	// Start-up maps nearly the whole binary; idle needs about half of it.
 	go exepages.Loop(ctx, exepagesFirst, exepagesEvery, log.With("component", "exepages"))
 	if *metricsAddr != "off" {
 		reg := promexport.NewRegistry(a)
