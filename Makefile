@@ -62,12 +62,16 @@ fuzz-short:
 # BENCH_REPORT='-stdout -benchtime 1x' is a quick check that every pair still runs.
 BENCH_COUNT ?= 3
 BENCH_REPORT ?=
+# BENCH_BASE_AGENT: an agent binary built from another commit, measured idle
+# beside this tree's in the footprint run (see docs/benchmarks.md).
+BENCH_BASE_AGENT ?=
 bench: wasm-guests ## run the benchmarks (not in CI); writes the paired figures into docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./cmd/flotilla-benchreport -count $(BENCH_COUNT) $(BENCH_REPORT)
 	FLOTILLA_BENCH=1 $(GO) test ./controlplane/delivery -run TestDeliveryBenchmark -v -timeout 30m
 	$(MAKE) --no-print-directory build
-	FLOTILLA_BENCH=1 FLOTILLA_BENCH_BIN=$(CURDIR)/$(BIN) $(GO) test ./demo -run TestAgentFootprint -v -timeout 10m
+	FLOTILLA_BENCH=1 FLOTILLA_BENCH_BIN=$(CURDIR)/$(BIN) FLOTILLA_BENCH_BASE_AGENT=$(if $(BENCH_BASE_AGENT),$(abspath $(BENCH_BASE_AGENT))) \
+		$(GO) test ./demo -run TestAgentFootprint -v -timeout 10m
 
 SOAK_AGENTS ?= 5000
 SOAK_MINUTES ?= 10

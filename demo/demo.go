@@ -45,6 +45,7 @@ type Device struct {
 	ID     string
 	Labels map[string]string
 	Env    []string // added to the agent's environment (GOGC, GOMEMLIMIT, …)
+	Bin    string   // the agent binary; "" = BinDir's flotilla-agent (a baseline build, for comparisons)
 }
 
 // Config says what the demo runs. Zero values take the defaults of the
@@ -339,7 +340,11 @@ func (d *Demo) startAgents(ctx context.Context) error {
 		if d.cfg.ORTLib != "" {
 			args = append(args, "-ort-lib", d.cfg.ORTLib)
 		}
-		p, err := d.spawn(dev.ID, filepath.Join(d.cfg.BinDir, "flotilla-agent"), args,
+		bin := dev.Bin
+		if bin == "" {
+			bin = filepath.Join(d.cfg.BinDir, "flotilla-agent")
+		}
+		p, err := d.spawn(dev.ID, bin, args,
 			append([]string{"FLOTILLA_ENROL_TOKEN=" + created.Token}, dev.Env...), nil)
 		if err != nil {
 			return err

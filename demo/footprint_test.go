@@ -13,16 +13,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-edge/flotilla/agent/exepages"
 	"github.com/flotilla-edge/flotilla/agent/reap"
 	"github.com/flotilla-edge/flotilla/promscrape"
 )
 
 // TestAgentFootprint measures the agent process (FLOTILLA_BENCH=1, not in
-// CI): its resident memory idle and connected with no model, its CPU time
-// over 60 s of that idleness (30 s heartbeats, the default 60 s summary
-// window), then its memory with the digits model active (and the ONNX
-// Runtime plugin process's beside it). The figures go into
-// docs/benchmarks.md.
+// CI): its resident memory idle and connected with no model, sampled over
+// 3 minutes of that idleness (30 s heartbeats, the default 60 s summary
+// window; FLOTILLA_BENCH_IDLE sets another duration) with its CPU time,
+// then its memory with the digits model active (and the ONNX Runtime
+// plugin process's beside it). FLOTILLA_BENCH_BASE_AGENT names a baseline
+// agent binary (another commit's build) to run idle beside them, started
+// the same way. The figures go into docs/benchmarks.md.
 func TestAgentFootprint(t *testing.T) {
 	if os.Getenv("FLOTILLA_BENCH") == "" {
 		t.Skip("a measurement, not a test: FLOTILLA_BENCH=1 runs it")
@@ -34,6 +37,11 @@ func TestAgentFootprint(t *testing.T) {
 		{ID: "fp-default", Labels: map[string]string{"ring": "canary"}},
 		{ID: "fp-gogc50", Labels: map[string]string{"ring": "main"}, Env: []string{"GOGC=50"}},
 		{ID: "fp-memlimit", Labels: map[string]string{"ring": "main"}, Env: []string{"GOMEMLIMIT=8MiB"}},
+	}
+	// A baseline agent binary (built from another commit) beside them, run
+	// the same way: the before of a before/after in one run.
+	if base := os.Getenv("FLOTILLA_BENCH_BASE_AGENT"); base != "" {
+		variants = append(variants, Device{ID: "fp-baseline", Labels: map[string]string{"ring": "main"}, Bin: base})
 	}
 	cfg := Config{BinDir: os.Getenv("FLOTILLA_BENCH_BIN"), WorkDir: filepath.Join(t.TempDir(), "fp"), ModelDir: modelDir,
 		ORTLib: ortLib(t), Devices: variants,
@@ -56,14 +64,31 @@ func TestAgentFootprint(t *testing.T) {
 	for i, v := range variants {
 		pid := d.agents[i].cmd.Process.Pid
 		cpu0 = append(cpu0, cpuTicks(t, pid))
+		exeBreakdown(t, v.ID+" 10 s after start", pid) // before the scrape, which touches code of its own
 		report(t, ctx, v.ID+" connected, no model, 10 s after start", pid, d.MetricsURLs()[i])
 	}
-	time.Sleep(60 * time.Second)
+	// Samples every 10 s over the idle time (FLOTILLA_BENCH_IDLE, default 3
+	// minutes: the agent releases its binary's start-up pages 90 s after
+	// start, then every 5 minutes; summary windows of a minute, heartbeats
+	// every 30 s).
+	idle := 3 * time.Minute
+	if v, err := time.ParseDuration(os.Getenv("FLOTILLA_BENCH_IDLE")); err == nil && v >= 10*time.Second {
+		idle = v
+	}
+	samples := make([][]float64, len(variants))
+	for range int(idle / (10 * time.Second)) {
+		time.Sleep(10 * time.Second)
+		for i := range variants {
+			samples[i] = append(samples[i], procStatus(t, d.agents[i].cmd.Process.Pid)["VmRSS"]/1024)
+		}
+	}
 	for i, v := range variants {
 		pid := d.agents[i].cmd.Process.Pid
 		cpu := float64(cpuTicks(t, pid)-cpu0[i]) / 100 // USER_HZ
-		fmt.Printf("| %s CPU over 60 s idle | %.2f s (%.2f %% of one core) |\n", v.ID, cpu, cpu/60*100)
-		report(t, ctx, v.ID+" no model, after 60 s idle", pid, d.MetricsURLs()[i])
+		fmt.Printf("| %s CPU over %v idle | %.2f s (%.2f %% of one core) |\n", v.ID, idle, cpu, cpu/idle.Seconds()*100)
+		fmt.Printf("| %s RSS sampled every 10 s over the %v idle | %s MB |\n", v.ID, idle, joinMB(samples[i]))
+		exeBreakdown(t, fmt.Sprintf("%s no model, after %v idle", v.ID, idle), pid)
+		report(t, ctx, fmt.Sprintf("%s no model, after %v idle", v.ID, idle), pid, d.MetricsURLs()[i])
 	}
 
 	// Only the agent as shipped (ring=canary) takes the model.
@@ -109,6 +134,7 @@ func TestAgentFootprint(t *testing.T) {
 	time.Sleep(10 * time.Second)
 	fmt.Printf("| (after %d inferences) | |\n", counts.OK.Load())
 	id := cfg.Devices[canary].ID
+	exeBreakdown(t, id+" digits active", d.agents[canary].cmd.Process.Pid)
 	report(t, ctx, id+" digits active", d.agents[canary].cmd.Process.Pid, d.MetricsURLs()[canary])
 	pids, _ := reap.Find(reap.Marker(filepath.Join(cfg.WorkDir, "devices", id)))
 	for _, p := range pids {
@@ -133,6 +159,48 @@ func report(t *testing.T, ctx context.Context, what string, pid int, metrics str
 		}
 	}
 	fmt.Println(line + " |")
+}
+
+// joinMB lists figures in MB.
+func joinMB(fs []float64) string {
+	var ss []string
+	for _, f := range fs {
+		ss = append(ss, fmt.Sprintf("%.1f", f))
+	}
+	return strings.Join(ss, ", ")
+}
+
+// exeBreakdown prints, from /proc/PID/smaps, what of the process's own
+// executable is resident (text, read-only data with the pclntab, writable
+// data) and its anonymous memory.
+func exeBreakdown(t *testing.T, what string, pid int) {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	maps, err := exepages.ParseSmaps(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb := map[string]int64{}
+	for _, m := range maps {
+		switch {
+		case m.Path == exe:
+			kb[m.Perms] += m.RssKB
+		case m.Inode == 0:
+			kb["anon"] += m.RssKB
+		default:
+			kb["other files"] += m.RssKB
+		}
+	}
+	fmt.Printf("| %s, smaps | binary text (r-xp) %.1f MB, read-only data (r--p) %.1f MB, data (rw-p) %.1f MB; anonymous %.1f MB; other files %.1f MB |\n",
+		what, float64(kb["r-xp"])/1024, float64(kb["r--p"])/1024, float64(kb["rw-p"])/1024, float64(kb["anon"])/1024, float64(kb["other files"])/1024)
 }
 
 // procStatus reads a process's memory lines from /proc/PID/status, in KiB.

@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -34,6 +35,7 @@ import (
 	"github.com/flotilla-edge/flotilla/agent/config"
 	"github.com/flotilla-edge/flotilla/agent/diag"
 	diagcli "github.com/flotilla-edge/flotilla/agent/diag/cli"
+	"github.com/flotilla-edge/flotilla/agent/exepages"
 	"github.com/flotilla-edge/flotilla/agent/logring"
 	"github.com/flotilla-edge/flotilla/agent/promexport"
 	"github.com/flotilla-edge/flotilla/firmware/selfupdate"
@@ -163,6 +165,8 @@ func run(args []string) error {
 	log.Info("starting", "version", version, "config", fc.String())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Start-up maps nearly the whole binary; idle needs about half of it.
+	go exepages.Loop(ctx, exepagesFirst, exepagesEvery, log.With("component", "exepages"))
 	if *metricsAddr != "off" {
 		reg := promexport.NewRegistry(a)
 		reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
@@ -215,6 +219,15 @@ func run(args []string) error {
 	}
 	return err
 }
+
+// The executable's pages are released once start-up is over (enrolment,
+// the first connection, the first heartbeats and summary window), then
+// every 5 minutes for what rare work touched since (each release costs the
+// working set a few hundred minor faults, well under a millisecond).
+const (
+	exepagesFirst = 90 * time.Second
+	exepagesEvery = 5 * time.Minute
+)
 
 // launch execs the active slot's agent when there is one; it returns only
 // when the installed binary is the one to run (or the slot's cannot start:
