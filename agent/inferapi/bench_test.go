@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -85,6 +86,7 @@ func measure(b *testing.B, clients int, fn func() error) {
 	var next sync.Mutex
 	i := 0
 	b.ResetTimer()
+	cpu0 := procCPU(benchPluginPid)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range clients {
@@ -111,10 +113,42 @@ func measure(b *testing.B, clients int, fn func() error) {
 	wg.Wait()
 	el := time.Since(start)
 	b.StopTimer()
+	if benchPluginPid != 0 {
+		b.ReportMetric(float64((procCPU(benchPluginPid)-cpu0).Microseconds())/float64(b.N), "plugin-cpu-µs/op")
+	}
 	sort.Slice(lat, func(a, c int) bool { return lat[a] < lat[c] })
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 	b.ReportMetric(float64(b.N)/el.Seconds(), "req/s")
+}
+
+// benchPluginPid is the plugin process BenchmarkInfer's rows call, whose
+// CPU time per call measure reports beside the latency (0: none).
+var benchPluginPid int
+
+// procCPU is the user and system CPU time process pid has used, from
+// /proc/PID/stat (clock ticks of 10 ms); 0 when it cannot be read.
+func procCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command's closing parenthesis: utime and
+	// stime are the 12th and 13th of them.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond
 }
 
 // measureIdle is measure for one client that leaves the process idle
@@ -247,6 +281,7 @@ func BenchmarkInfer(b *testing.B) {
 			continue
 		}
 		p := onnxPlugin(b)
+		benchPluginPid = p.Pid()
 		l := activate(b, p, c.bundle)
 		direct, err := p.Load(context.Background(), runtime.LoadSpec{Dir: c.bundle, Entry: "model.onnx", Options: c.options})
 		if err != nil {
