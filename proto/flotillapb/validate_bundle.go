@@ -158,6 +158,16 @@ func (m *BundleManifest) Validate() error {
 		if mon.GetExport() == "" || len(mon.GetExport()) > 128 {
 			return errors.New("monitor: export is required and at most 128 bytes")
 		}
+		// The function reads the first input; its features are the
+		// function's results, read from no tensor.
+		if len(m.GetInputs()) == 0 {
+			return errors.New("monitor: the manifest names no input for the function to read")
+		}
+		for _, f := range m.GetDrift().GetFeatures() {
+			if f.GetTensor() != "" {
+				return fmt.Errorf("monitor: feature %q reads tensor %q; with a monitor function every feature is one of its results", f.GetName(), f.GetTensor())
+			}
+		}
 	}
 	return nil
 }
