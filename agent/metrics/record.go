@@ -21,6 +21,9 @@ type Record struct {
 	Predicted float64   // the monitored prediction, when HasPrediction
 	// HasPrediction says Predicted is set.
 	HasPrediction bool
+	// Raw, when set, is the input row the writer computes Features from
+	// (a release with a monitor function); Features is then left empty.
+	Raw *RawInput
 }
 
 // Recorder is what the inference path calls once per inference. It never
