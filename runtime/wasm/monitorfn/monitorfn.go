@@ -142,8 +142,12 @@ type Function struct {
 	inst   *instance // nil: the next call instantiates
 	closed bool
 	// steps is the fuel meter: yields in the current call, out of
-	// maxSteps. Only the goroutine holding mu runs the guest.
+	// maxSteps; deadline is the call's (a time, not a context: one
+	// context per call would cost allocations). Only the goroutine
+	// holding mu runs the guest.
 	steps, maxSteps uint64
+	deadline        time.Time
+	stack           [4]uint64 // the call's parameters, then its result
 }
 
 // instance is one instantiation of the module and its buffer.
@@ -271,7 +275,7 @@ func (f *Function) bufferSize() uint32 {
 func (f *Function) instantiate(ctx context.Context) (*instance, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.cfg.CallTimeout)
 	defer cancel()
-	f.steps = 0
+	f.steps, f.deadline = 0, time.Now().Add(f.cfg.CallTimeout)
 	cfg := wazero.NewModuleConfig().WithName("").
 		WithStartFunctions(exportInitialize).
 		WithStdout(io.Discard).WithStderr(io.Discard)
@@ -328,15 +332,13 @@ func (f *Function) AppendCall(ctx context.Context, dst []float64, input []byte) 
 		f.discard(ctx)
 		return dst, fmt.Errorf("%w: the input buffer left memory", ErrOutput)
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.cfg.CallTimeout)
-	defer cancel()
-	f.steps = 0
-	res, err := in.fn.Call(ctx, uint64(in.inPtr), uint64(len(input)), uint64(in.outPt), uint64(f.cfg.MaxFeatures))
-	if err != nil {
+	f.steps, f.deadline = 0, time.Now().Add(f.cfg.CallTimeout)
+	f.stack = [4]uint64{uint64(in.inPtr), uint64(len(input)), uint64(in.outPt), uint64(f.cfg.MaxFeatures)}
+	if err := in.fn.CallWithStack(ctx, f.stack[:]); err != nil {
 		f.discard(ctx)
 		return dst, f.callError(ctx, err)
 	}
-	n := int32(res[0])
+	n := int32(f.stack[0])
 	if n < 0 {
 		return dst, fmt.Errorf("%w: code %d", ErrGuest, n)
 	}
@@ -373,7 +375,7 @@ func (f *Function) yield(ctx context.Context, mod api.Module, _ []uint64) {
 		code = exitFuel
 	case errors.Is(err, context.Canceled):
 		code = sys.ExitCodeContextCanceled
-	case err != nil:
+	case err != nil || time.Now().After(f.deadline):
 		code = sys.ExitCodeDeadlineExceeded
 	default:
 		return
