@@ -94,7 +94,7 @@ func (m *monitor) record(name string, inputs []runtime.Tensor, res lifecycle.Res
 	mon := m.baseline(name, res)
 	if drift := mon.bl.Drift; ok && drift != nil {
 		if mon.fn != nil {
-			r.Raw = mon.fn.capture(inputs)
+			r.Raw, r.Unsampled = mon.fn.capture(inputs)
 		} else {
 			r.Features, r.Missing = mon.plan.read(inputs, res.Outputs)
 		}

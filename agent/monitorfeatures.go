@@ -61,6 +61,8 @@ type monitorFeatures struct {
 	export  string
 	input   string // the input tensor it reads
 	index   []int  // feature i is result index[i]
+	every   uint64 // run on 1 inference in every (1: all)
+	seen    atomic.Uint64
 	cfg     monitorfn.Config
 	budget  *rawBudget
 	event   func(level, code, msg string)
@@ -81,6 +83,7 @@ func newMonitorFeatures(model string, release uint64, slotDir string, m *pb.Bund
 	if in := m.GetInputs(); len(in) > 0 {
 		mf.input = in[0].GetName()
 	}
+	mf.every = max(1, uint64(mon.GetSampleEvery()))
 	for _, f := range m.GetDrift().GetFeatures() {
 		mf.index = append(mf.index, int(min(f.GetIndex(), math.MaxInt32)))
 	}
@@ -90,12 +93,21 @@ func newMonitorFeatures(model string, release uint64, slotDir string, m *pb.Bund
 // capture is the inference path's part: the raw input for the record, a
 // copy of the first row of the input tensor the function reads. Nil when
 // the function is disabled or the request lacks the tensor (the record's
-// features are then missing); a RawInput without data when the row is
-// over its limit or the rows queued are over theirs (counted by metrics).
-func (mf *monitorFeatures) capture(inputs []runtime.Tensor) *metrics.RawInput {
+// features are then missing), or when the function samples and this
+// inference is not one (unsampled); a RawInput without data when the row
+// is over its limit or the rows queued are over theirs (counted by
+// metrics).
+func (mf *monitorFeatures) capture(inputs []runtime.Tensor) (raw *metrics.RawInput, unsampled bool) {
 	if mf.disabled.Load() {
-		return nil
+		return nil, false
 	}
+	if mf.every > 1 && (mf.seen.Add(1)-1)%mf.every != 0 {
+		return nil, true
+	}
+	return mf.copyRow(inputs), false
+}
+
+func (mf *monitorFeatures) copyRow(inputs []runtime.Tensor) *metrics.RawInput {
 	t := find(mf.input, inputs, nil)
 	if t == nil {
 		return nil

@@ -378,3 +378,59 @@ func TestRawBudget(t *testing.T) {
 		t.Fatalf("used %d after giving all back", b.used.Load())
 	}
 }
+
+// TestMonitorFunctionSamples: a function sampling 1 in 3 runs on the
+// first of every three inferences; the others carry no input and are
+// counted in the window as requests, their features neither seen nor
+// missing.
+func TestMonitorFunctionSamples(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	copyFile(t, monitorGuest(t, "badmon"), filepath.Join(dir, "bad.wasm"), 0o644)
+	m := &pb.BundleManifest{Name: "s", Release: 1, Version: "1",
+		Inputs:  []*pb.TensorInfo{{Name: "x", Dtype: 2, Shape: []int64{-1, -1}}},
+		Monitor: &pb.MonitorFunction{File: "bad.wasm", Export: "features", SampleEvery: 3},
+		Drift: &pb.DriftBaseline{Features: []*pb.FeatureBaseline{{Name: "len", BinEdges: []float64{2, 4}, Counts: []uint64{1, 1, 1}}},
+			MinWindowRecords: 1}}
+	clk := &stepClock{t: time.UnixMilli(1_760_000_040_000)}
+	mon := newMonitor(nil, clk.Now)
+	mon.fnCfg = monitorfn.Config{CacheDir: monitorCache}
+	mon.slotDir = func(string, string) string { return dir }
+	buf, err := metrics.Open(ctx, t.TempDir(), metrics.Options{Now: clk.Now, Baselines: mon})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer buf.Close()
+	defer mon.closeFunctions()
+	buf.SetDevice("dev-1")
+	res := lifecycle.Result{Release: 1, Version: "1", Slot: "a", Manifest: m}
+	var carried []int
+	for i := range 7 {
+		r := mon.record("s", []runtime.Tensor{{Name: "x", DType: runtime.Uint8, Shape: []int64{1, 3}, Data: []byte{0, 0, 0}}},
+			res, clk.Now(), time.Millisecond, true)
+		if r.Raw != nil {
+			carried = append(carried, i)
+		} else if !r.Unsampled {
+			t.Fatalf("record %d neither carries its input nor is unsampled", i)
+		}
+		buf.Record(r)
+	}
+	if len(carried) != 3 || carried[0] != 0 || carried[1] != 3 || carried[2] != 6 {
+		t.Fatalf("inputs carried by records %v, want 0, 3, 6", carried)
+	}
+	clk.Advance(2 * time.Minute)
+	if _, err := buf.CloseWindows(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var got []*pb.WindowSummary
+	if _, err := buf.Drain(ctx, func(_ context.Context, tm *pb.Telemetry) error {
+		got = append(got, tm.GetSummaries().GetSummaries()...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Requests != 7 || got[0].Features[0].GetCount() != 3 || got[0].Features[0].GetMissing() != 0 ||
+		got[0].Features[0].GetMean() != 3 {
+		t.Fatalf("window: %v", got)
+	}
+}

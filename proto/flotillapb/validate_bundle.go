@@ -158,6 +158,9 @@ func (m *BundleManifest) Validate() error {
 		if mon.GetExport() == "" || len(mon.GetExport()) > 128 {
 			return errors.New("monitor: export is required and at most 128 bytes")
 		}
+		if mon.GetSampleEvery() > MaxMonitorSampleEvery {
+			return fmt.Errorf("monitor: sample_every %d, at most %d", mon.GetSampleEvery(), MaxMonitorSampleEvery)
+		}
 		// The function reads the first input; its features are the
 		// function's results, read from no tensor.
 		if len(m.GetInputs()) == 0 {
@@ -171,6 +174,10 @@ func (m *BundleManifest) Validate() error {
 	}
 	return nil
 }
+
+// MaxMonitorSampleEvery is the sparsest sampling a monitor function may
+// ask for: 1 in a million inferences.
+const MaxMonitorSampleEvery = 1_000_000
 
 // validateFiles checks the file list and returns the set of its paths.
 func validateFiles(files []*BundleFile) (map[string]bool, error) {
