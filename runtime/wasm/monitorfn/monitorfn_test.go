@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,29 +17,37 @@ import (
 )
 
 var (
-	guests map[string]string // name → .wasm, built by TestMain
-	cache  string            // their compilation cache, filled outside -race
+	buildOnce sync.Once
+	buildDir  string
+	guests    map[string]string // name → .wasm
+	cache     string            // their compilation cache, filled outside -race
+	buildErr  error
 )
 
+// TestMain removes the guests the tests built. They are built on first
+// need, not here: fuzzing workers, which run no test, need none.
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "monitorfn-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cache = filepath.Join(dir, "cache")
-	if guests, err = monitortest.Prepare(dir, cache, "digitsmon", "badmon"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
 	os.Exit(code)
 }
 
+// read returns the named example guest's module, building the guests
+// once.
 func read(t testing.TB, name string) []byte {
 	t.Helper()
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "monitorfn-"); buildErr != nil {
+			return
+		}
+		cache = filepath.Join(buildDir, "cache")
+		guests, buildErr = monitortest.Prepare(buildDir, cache, "digitsmon", "badmon")
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
 	b, err := os.ReadFile(guests[name])
 	if err != nil {
 		t.Fatal(err)
