@@ -120,14 +120,16 @@ func (m *monitor) baseline(name string, res lifecycle.Result) monitored {
 		m.baselines[k] = mon
 	}
 	// One function per model is kept loaded: the one of the release that
-	// served last. The one it replaces is unloaded (it loads again if its
-	// release serves again, after a rollback); the new one is loaded
-	// ahead of its first record, off this path.
+	// served last. The one it replaces is unloaded once the records queued
+	// for it are computed (it loads again if its release serves again,
+	// after a rollback); the new one is loaded ahead of its first record,
+	// off this path.
 	if fn := mon.fn; fn != nil && m.loadedFn[name] != fn && !m.closed {
 		if old := m.loadedFn[name]; old != nil {
-			go old.unload()
+			old.retire()
 		}
 		m.loadedFn[name] = fn
+		fn.current.Store(true)
 		go fn.warm()
 	}
 	return mon

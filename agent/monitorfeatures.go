@@ -68,6 +68,11 @@ type monitorFeatures struct {
 	event   func(level, code, msg string)
 
 	disabled atomic.Bool
+	// current says the release is its model's last to serve; pending
+	// counts its records queued with a RawInput. A function no longer
+	// current is unloaded once its last queued record is computed.
+	current atomic.Bool
+	pending atomic.Int64
 
 	mu      sync.Mutex // held by whoever loads, runs or closes fn
 	fn      *monitorfn.Function
@@ -116,6 +121,7 @@ func (mf *monitorFeatures) copyRow(inputs []runtime.Tensor) *metrics.RawInput {
 	if size <= 0 || size > len(t.Data) {
 		return nil
 	}
+	mf.pending.Add(1)
 	if size > maxRawRow || !mf.budget.take(size) {
 		return &metrics.RawInput{Fn: mf}
 	}
@@ -123,16 +129,53 @@ func (mf *monitorFeatures) copyRow(inputs []runtime.Tensor) *metrics.RawInput {
 }
 
 // Discard implements metrics.FeatureFunc.
-func (mf *monitorFeatures) Discard(row []byte) { mf.budget.give(len(row)) }
+func (mf *monitorFeatures) Discard(row []byte) {
+	mf.budget.give(len(row))
+	mf.done()
+}
+
+// done counts a queued record off, and unloads a function no longer
+// current after its last one.
+func (mf *monitorFeatures) done() {
+	if mf.pending.Add(-1) == 0 && !mf.current.Load() {
+		mf.unloadRetired()
+	}
+}
+
+// retire marks the function no longer current (it does not block): it is
+// unloaded soon if no record of its release waits, else by done after the
+// last.
+func (mf *monitorFeatures) retire() {
+	mf.current.Store(false)
+	if mf.pending.Load() == 0 {
+		go mf.unloadRetired()
+	}
+}
+
+// unloadRetired unloads the module unless its release became current
+// again meanwhile.
+func (mf *monitorFeatures) unloadRetired() {
+	mf.mu.Lock()
+	defer mf.mu.Unlock()
+	if !mf.current.Load() && mf.fn != nil {
+		mf.fn.Close()
+		mf.fn = nil
+	}
+}
 
 // Features implements metrics.FeatureFunc.
 func (mf *monitorFeatures) Features(row []byte) ([]float64, []bool, error) {
+	defer mf.done()
 	mf.budget.give(len(row))
 	f := make([]float64, len(mf.index))
 	missing := make([]bool, len(mf.index))
 	if row == nil {
 		return allMissing(f, missing, errRawDropped)
 	}
+	return mf.features(row, f, missing)
+}
+
+func (mf *monitorFeatures) features(row []byte, f []float64, missing []bool) ([]float64, []bool, error) {
 	mf.mu.Lock()
 	defer mf.mu.Unlock()
 	if mf.disabled.Load() {
@@ -178,31 +221,25 @@ func (mf *monitorFeatures) load() error {
 	return nil
 }
 
-// warm loads the module ahead of the first record, off the inference path.
+// warm loads the module ahead of the first record, off the inference
+// path, if its release is still current.
 func (mf *monitorFeatures) warm() {
 	mf.mu.Lock()
 	defer mf.mu.Unlock()
-	if !mf.disabled.Load() && !mf.stopped {
+	if mf.current.Load() && !mf.disabled.Load() && !mf.stopped {
 		_ = mf.load()
-	}
-}
-
-// unload closes the module; the next record loads it again.
-func (mf *monitorFeatures) unload() {
-	mf.mu.Lock()
-	defer mf.mu.Unlock()
-	if mf.fn != nil {
-		mf.fn.Close()
-		mf.fn = nil
 	}
 }
 
 // stop unloads the module for good.
 func (mf *monitorFeatures) stop() {
 	mf.mu.Lock()
+	defer mf.mu.Unlock()
 	mf.stopped = true
-	mf.mu.Unlock()
-	mf.unload()
+	if mf.fn != nil {
+		mf.fn.Close()
+		mf.fn = nil
+	}
 }
 
 // disable stops the function for the release and says so; mf.mu is held.

@@ -434,3 +434,71 @@ func TestMonitorFunctionSamples(t *testing.T) {
 		t.Fatalf("window: %v", got)
 	}
 }
+
+// TestMonitorFunctionOneLoadedPerModel: when a model's next release
+// serves, the previous release's function is unloaded once its queued
+// records are computed; if the previous release serves again (a
+// rollback), its function loads again and computes its records.
+func TestMonitorFunctionOneLoadedPerModel(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	copyFile(t, monitorGuest(t, "badmon"), filepath.Join(dir, "bad.wasm"), 0o644)
+	manifest := func(release uint64) *pb.BundleManifest {
+		return &pb.BundleManifest{Name: "s", Release: release,
+			Inputs:  []*pb.TensorInfo{{Name: "x", Dtype: 2, Shape: []int64{-1, -1}}},
+			Monitor: &pb.MonitorFunction{File: "bad.wasm", Export: "features"},
+			Drift:   &pb.DriftBaseline{Features: []*pb.FeatureBaseline{{Name: "len", BinEdges: []float64{2, 4}, Counts: []uint64{1, 1, 1}}}}}
+	}
+	mon := newMonitor(nil, time.Now)
+	mon.fnCfg = monitorfn.Config{CacheDir: monitorCache}
+	mon.slotDir = func(string, string) string { return dir }
+	buf, err := metrics.Open(ctx, t.TempDir(), metrics.Options{Baselines: mon})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer buf.Close()
+	defer mon.closeFunctions()
+	in := []runtime.Tensor{{Name: "x", DType: runtime.Uint8, Shape: []int64{1, 3}, Data: []byte{0, 0, 0}}}
+	serve := func(release uint64) *monitorFeatures {
+		res := lifecycle.Result{Release: release, Slot: "a", Manifest: manifest(release)}
+		r := mon.record("s", in, res, time.Now(), time.Millisecond, true)
+		buf.Record(r)
+		if err := buf.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return r.Raw.Fn.(*monitorFeatures)
+	}
+	loaded := func(mf *monitorFeatures) bool {
+		mf.mu.Lock()
+		defer mf.mu.Unlock()
+		return mf.fn != nil
+	}
+	eventually := func(what string, ok func() bool) {
+		t.Helper()
+		for start := time.Now(); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Since(start) > 10*time.Second {
+				t.Fatal(what)
+			}
+		}
+	}
+	one := serve(1)
+	if !loaded(one) {
+		t.Fatal("release 1's function is not loaded after its record")
+	}
+	two := serve(2)
+	eventually("release 1's function still loaded after release 2 served", func() bool { return !loaded(one) })
+	if !loaded(two) {
+		t.Fatal("release 2's function is not loaded after its record")
+	}
+	if again := serve(1); again != one || !loaded(one) {
+		t.Fatal("release 1's function did not load again when it served again")
+	}
+	eventually("release 2's function still loaded after the rollback", func() bool { return !loaded(two) })
+	st, err := buf.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.MonitorFailed != 0 || st.Buffered != 3 {
+		t.Errorf("failed %d, buffered %d", st.MonitorFailed, st.Buffered)
+	}
+}
