@@ -19,7 +19,7 @@ export FLOTILLA_ORT_LIB := $(ORT_LIB)
 FUZZ_SHORT := proto/wire:FuzzDesired proto/wire:FuzzBirth proto/wire:FuzzTelemetry proto/summary:FuzzMerge
 FUZZTIME ?= 10s
 
-WASM_GUESTS := mlp misbehave nndigits nnprobe nnforward denseloop
+WASM_GUESTS := mlp misbehave nndigits nnprobe nnforward denseloop digitsmon badmon
 
 .PHONY: wasm-guests help build test test-go fuzz-short demo bench soak lint proto proto-check cross cross-agent deb deps clean
 

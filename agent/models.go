@@ -24,6 +24,7 @@ import (
 	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/wire"
 	"github.com/flotilla-edge/flotilla/runtime/wasm"
+	"github.com/flotilla-edge/flotilla/runtime/wasm/monitorfn"
 )
 
 // DefaultInferAddr is the local inference API's loopback address when the
@@ -144,6 +145,12 @@ func (a *Agent) openModels(ctx context.Context, db *state.DB) (*models, error) {
 	m.life = life
 	ic := cfg.Infer
 	m.mon = newMonitor(life, a.clock.Now)
+	m.mon.fnCfg = monitorfn.Config{CacheDir: wcache}
+	m.mon.slotDir = func(model, slot string) string { return filepath.Join(lc.Dir, model, slot) }
+	m.mon.event = func(level, code, msg string) {
+		log.Warn("monitor function", "code", code, "msg", msg)
+		a.journal(context.Background(), db, level, code, msg)
+	}
 	ic.Models, ic.Version, ic.Logger = m.mon, a.cfg.Version, log
 	m.api = inferapi.New(ic)
 	if err := m.listen(); err != nil {
@@ -250,6 +257,9 @@ func (m *models) close() {
 		if err := m.buf.Close(); err != nil {
 			m.a.log.Warn("closing the metrics buffer", "err", err)
 		}
+	}
+	if m.mon != nil {
+		m.mon.closeFunctions() // after the buffer's writer, their caller, stopped
 	}
 }
 

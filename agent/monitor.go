@@ -12,6 +12,7 @@ import (
 	"github.com/flotilla-edge/flotilla/agent/metrics"
 	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/runtime"
+	"github.com/flotilla-edge/flotilla/runtime/wasm/monitorfn"
 )
 
 // monitor stands between the inference API and the lifecycle: every
@@ -26,10 +27,20 @@ type monitor struct {
 	rec  metrics.Recorder
 	now  func() time.Time
 
+	// Monitor functions (monitorfeatures.go): their limits, the release's
+	// slot folder they are read from, the budget of raw rows queued, and
+	// where their events go.
+	fnCfg   monitorfn.Config
+	slotDir func(model, slot string) string
+	raw     rawBudget
+	event   func(level, code, msg string)
+
 	mu        sync.Mutex
 	baselines map[releaseKey]monitored
-	seen      map[releaseKey]counterMark // counters already taken, per release
-	seenModel map[string]modelMark       // crashes and rollbacks already taken, per model
+	loadedFn  map[string]*monitorFeatures // per model, the release whose function is loaded
+	closed    bool                        // closeFunctions was called
+	seen      map[releaseKey]counterMark  // counters already taken, per release
+	seenModel map[string]modelMark        // crashes and rollbacks already taken, per model
 }
 
 type releaseKey struct {
@@ -37,10 +48,12 @@ type releaseKey struct {
 	release uint64
 }
 
-// monitored is a release's baseline and the plan its features are read by.
+// monitored is a release's baseline and the plan its features are read
+// by, or its monitor function.
 type monitored struct {
 	bl   metrics.Baseline
 	plan featurePlan
+	fn   *monitorFeatures // nil: features are read from tensors by plan
 }
 
 type counterMark struct{ errors, compared, disagreements uint64 }
@@ -48,7 +61,7 @@ type counterMark struct{ errors, compared, disagreements uint64 }
 type modelMark struct{ crashes, rollbacks uint64 }
 
 func newMonitor(life *lifecycle.Lifecycle, now func() time.Time) *monitor {
-	return &monitor{life: life, now: now, baselines: map[releaseKey]monitored{},
+	return &monitor{life: life, now: now, baselines: map[releaseKey]monitored{}, loadedFn: map[string]*monitorFeatures{},
 		seen: map[releaseKey]counterMark{}, seenModel: map[string]modelMark{}}
 }
 
@@ -68,15 +81,26 @@ func (m *monitor) Infer(ctx context.Context, name string, inputs []runtime.Tenso
 	if m.rec == nil || res.Release == 0 || errors.Is(err, runtime.ErrInvalidInput) || (err != nil && ctx.Err() != nil) {
 		return res, err
 	}
+	m.rec.Record(m.record(name, inputs, res, at, d, err == nil))
+	return res, err
+}
+
+// record is the record of one inference: its features read from the
+// tensors, or, with a monitor function, a copy of the input row the
+// metrics writer computes them from.
+func (m *monitor) record(name string, inputs []runtime.Tensor, res lifecycle.Result, at time.Time, d time.Duration, ok bool) metrics.Record {
 	r := metrics.Record{Model: name, Release: res.Release, Version: res.Version, Slot: res.Slot, At: at,
-		Latency: d, OK: err == nil}
+		Latency: d, OK: ok}
 	mon := m.baseline(name, res)
-	if drift := mon.bl.Drift; err == nil && drift != nil {
-		r.Features, r.Missing = mon.plan.read(inputs, res.Outputs)
+	if drift := mon.bl.Drift; ok && drift != nil {
+		if mon.fn != nil {
+			r.Raw, r.Unsampled = mon.fn.capture(inputs)
+		} else {
+			r.Features, r.Missing = mon.plan.read(inputs, res.Outputs)
+		}
 		r.Predicted, r.HasPrediction = prediction(drift.GetPrediction(), inputs, res.Outputs)
 	}
-	m.rec.Record(r)
-	return res, err
+	return r
 }
 
 // baseline remembers the baseline of the release that served, so its
@@ -88,10 +112,43 @@ func (m *monitor) baseline(name string, res lifecycle.Result) monitored {
 	mon, ok := m.baselines[k]
 	if !ok && res.Manifest != nil {
 		mon.bl = metrics.BaselineFromManifest(res.Manifest, res.Digest)
-		mon.plan = newFeaturePlan(mon.bl.Drift.GetFeatures())
+		if res.Manifest.GetMonitor() != nil && m.slotDir != nil {
+			mon.fn = newMonitorFeatures(name, res.Release, m.slotDir(name, res.Slot), res.Manifest, m.fnCfg, &m.raw, m.event)
+		} else {
+			mon.plan = newFeaturePlan(mon.bl.Drift.GetFeatures())
+		}
 		m.baselines[k] = mon
 	}
+	// One function per model is kept loaded: the one of the release that
+	// served last. The one it replaces is unloaded once the records queued
+	// for it are computed (it loads again if its release serves again,
+	// after a rollback); the new one is loaded ahead of its first record,
+	// off this path.
+	if fn := mon.fn; fn != nil && m.loadedFn[name] != fn && !m.closed {
+		if old := m.loadedFn[name]; old != nil {
+			old.retire()
+		}
+		m.loadedFn[name] = fn
+		fn.current.Store(true)
+		go fn.warm()
+	}
 	return mon
+}
+
+// closeFunctions unloads every monitor function (the models are closing).
+func (m *monitor) closeFunctions() {
+	m.mu.Lock()
+	m.closed = true
+	var fns []*monitorFeatures
+	for _, mon := range m.baselines {
+		if mon.fn != nil {
+			fns = append(fns, mon.fn)
+		}
+	}
+	m.mu.Unlock()
+	for _, fn := range fns {
+		fn.stop()
+	}
 }
 
 // Baseline implements metrics.Baselines.

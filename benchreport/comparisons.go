@@ -41,6 +41,16 @@ var Comparisons = []Comparison{
 		Note:     "a digits inference with the monitor recording telemetry vs with recording off",
 	},
 	{
+		Name:      "monitor-function",
+		Pkg:       "./agent",
+		Bench:     "^BenchmarkMonitorFunctionWriter$/^(tensor|function)$",
+		Benchtime: "20000x",
+		Baseline:  "BenchmarkMonitorFunctionWriter/tensor",
+		Ours:      "BenchmarkMonitorFunctionWriter/function",
+		Metric:    "ns/op",
+		Note:      "a digits record's telemetry path (inference side and metrics writer) with its features computed by the bundle's WASM monitor function on the writer vs read from the input tensor",
+	},
+	{
 		Name:     "ingest-pipeline",
 		Pkg:      "./controlplane/telemetry",
 		Bench:    "^BenchmarkIngestPipeline$/^features=64$",

@@ -121,6 +121,8 @@ type Stats struct {
 	EvictedSummaries  uint64 // outbox messages evicted for the quota
 	Coarsened         uint64 // outbox messages merged into their neighbours
 	Summaries         uint64 // summaries produced
+	RawDropped        uint64 // records whose raw input was not carried (size or memory limit): features missing
+	MonitorFailed     uint64 // records the monitor function failed on: features missing
 	Sent, Acked       uint64 // messages published and acknowledged
 	Records, Pending  int64  // rows in records and in the outbox now
 	DatabaseBytes     int64  // pages in use × page size
@@ -148,7 +150,7 @@ type Buffer struct {
 	pack     packer    // the writer's
 
 	buffered, dropped, lost, damaged, evictedRecords, evictedSummaries atomic.Uint64
-	coarsened, summaries, sent, acked                                  atomic.Uint64
+	coarsened, summaries, sent, acked, rawDropped, monitorFailed       atomic.Uint64
 	errMu                                                              sync.Mutex
 	lastErr                                                            string
 	lastErrAt                                                          time.Time
@@ -245,6 +247,9 @@ func (b *Buffer) Epoch() string { return b.epoch }
 func (b *Buffer) Record(r Record) {
 	if !b.q.push(entry{rec: r}) {
 		b.dropped.Add(1)
+		if r.Raw != nil {
+			r.Raw.Fn.Discard(r.Raw.Data)
+		}
 	}
 }
 
@@ -368,6 +373,7 @@ func (b *Buffer) writer() {
 // then counts the batch as lost.
 func (b *Buffer) write(batch []Record) {
 	ctx := context.Background()
+	b.derive(batch)
 	err := b.insert(ctx, batch)
 	if isFull(err) {
 		if _, e := b.enforceQuota(ctx, int64(len(batch))*256); e == nil {
@@ -440,6 +446,7 @@ func (b *Buffer) Stats(ctx context.Context) (Stats, error) {
 		Buffered: b.buffered.Load(), Dropped: b.dropped.Load(), Lost: b.lost.Load(), Damaged: b.damaged.Load(),
 		EvictedRecords: b.evictedRecords.Load(), EvictedSummaries: b.evictedSummaries.Load(),
 		Coarsened: b.coarsened.Load(), Summaries: b.summaries.Load(), Sent: b.sent.Load(), Acked: b.acked.Load(),
+		RawDropped: b.rawDropped.Load(), MonitorFailed: b.monitorFailed.Load(),
 	}
 	b.errMu.Lock()
 	s.LastWriteError, s.LastWriteErrorAt = b.lastErr, b.lastErrAt

@@ -5,8 +5,8 @@ import (
 	"sync/atomic"
 )
 
-// chunkLen is the entries in one chunk of the record queue: 512 × 168
-// bytes, 84 KiB.
+// chunkLen is the entries in one chunk of the record queue: 512 × 176
+// bytes, 88 KiB.
 const chunkLen = 512
 
 // spareChunks is how many emptied chunks the queue keeps for reuse; the

@@ -21,6 +21,12 @@ type Record struct {
 	Predicted float64   // the monitored prediction, when HasPrediction
 	// HasPrediction says Predicted is set.
 	HasPrediction bool
+	// Raw, when set, is the input row the writer computes Features from
+	// (a release with a monitor function); Features is then left empty.
+	Raw *RawInput
+	// Unsampled says the monitor function was not run for this record (it
+	// samples 1 in N): its features count neither as seen nor as missing.
+	Unsampled bool
 }
 
 // Recorder is what the inference path calls once per inference. It never

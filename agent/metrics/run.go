@@ -15,7 +15,8 @@ import (
 //
 //	uvarint  at − the row's window_ms (the window's start)
 //	uvarint  latency in µs
-//	byte     flags: 1 OK, 2 prediction, 4 features
+//	byte     flags: 1 OK, 2 prediction, 4 features, 8 unsampled (features
+//	         not computed: a sampling monitor function)
 //	8 bytes  the prediction, float64 little-endian (flag 2)
 //	uvarint  length, then the feature blob (flag 4; see appendFeatures)
 //
@@ -25,6 +26,7 @@ const (
 	runOK = 1 << iota
 	runPrediction
 	runFeatures
+	runUnsampled
 )
 
 // A run is closed at maxRunRecords records or once its blob passes
@@ -107,6 +109,9 @@ func (p *packer) add(r *Record) {
 	if len(r.Features) > 0 {
 		flags |= runFeatures
 	}
+	if r.Unsampled {
+		flags |= runUnsampled
+	}
 	ru.data = append(ru.data, flags)
 	if r.HasPrediction {
 		ru.data = binary.LittleEndian.AppendUint64(ru.data, math.Float64bits(r.Predicted))
@@ -146,7 +151,7 @@ func recordSize(b []byte) (int, error) {
 	}
 	size := k + 1
 	flags := b[k]
-	if flags&^(runOK|runPrediction|runFeatures) != 0 {
+	if flags&^(runOK|runPrediction|runFeatures|runUnsampled) != 0 {
 		return 0, errBadRun
 	}
 	if flags&runPrediction != 0 {
@@ -177,6 +182,7 @@ type runRecord struct {
 	missing       []bool
 	prediction    float64
 	hasPrediction bool
+	unsampled     bool
 }
 
 // decodeRun calls f with each of the run's n records. A record whose
@@ -203,7 +209,7 @@ func decodeRun(data []byte, window int64, n int, f func(runRecord)) (int, error)
 		}
 		flags := b[k]
 		b = b[k+1:]
-		r := runRecord{at: window + int64(off), latencyUs: int64(lat), ok: flags&runOK != 0}
+		r := runRecord{at: window + int64(off), latencyUs: int64(lat), ok: flags&runOK != 0, unsampled: flags&runUnsampled != 0}
 		if flags&runPrediction != 0 {
 			r.prediction, r.hasPrediction = math.Float64frombits(binary.LittleEndian.Uint64(b)), true
 			b = b[8:]

@@ -38,10 +38,13 @@ func TestRunsSplitAtWindowsAndSummariseExactly(t *testing.T) {
 			r.Features = []float64{math.NaN()}
 			r.Missing = []bool{true}
 		}
+		if i%11 == 0 { // a sampling monitor function skipped it
+			r.Features, r.Missing, r.Unsampled = nil, nil, true
+		}
 		b.Record(r)
 		if r.At.Before(epoch0.Add(time.Minute)) {
 			ref[r.Model].Add(summary.Record{LatencyMs: float64(i) / 1000, OK: r.OK, Features: r.Features,
-				Missing: r.Missing, Prediction: r.Predicted, HasPrediction: true})
+				Missing: r.Missing, Prediction: r.Predicted, HasPrediction: true, Unsampled: r.Unsampled})
 		}
 	}
 	if err := b.Sync(ctx); err != nil {
@@ -90,6 +93,7 @@ func TestRunRoundTrip(t *testing.T) {
 			Features: []float64{1, 2, 255}, Predicted: 7, HasPrediction: true},
 		{Model: "m", At: epoch0, Latency: 0, Features: []float64{0.5, math.Inf(1)}, Missing: []bool{false, true}},
 		{Model: "m", At: epoch0.Add(59 * time.Second), OK: true},
+		{Model: "m", At: epoch0.Add(30 * time.Second), OK: true, Unsampled: true},
 	}
 	for i := range in {
 		p.add(&in[i])
@@ -98,17 +102,18 @@ func TestRunRoundTrip(t *testing.T) {
 		t.Fatalf("%d runs, want 1", p.open)
 	}
 	ru := p.runs[0]
-	if ru.minAt != epoch0.UnixMilli() || ru.maxAt != epoch0.Add(59*time.Second).UnixMilli() || ru.n != 3 {
+	if ru.minAt != epoch0.UnixMilli() || ru.maxAt != epoch0.Add(59*time.Second).UnixMilli() || ru.n != 4 {
 		t.Fatalf("run bounds %d–%d n %d", ru.minAt, ru.maxAt, ru.n)
 	}
 	var out []runRecord
-	if k, err := decodeRun(ru.data, ru.key.window, ru.n, func(r runRecord) { out = append(out, r) }); k != 3 || err != nil {
+	if k, err := decodeRun(ru.data, ru.key.window, ru.n, func(r runRecord) { out = append(out, r) }); k != 4 || err != nil {
 		t.Fatalf("decoded %d, %v", k, err)
 	}
 	for i, r := range out {
 		w := in[i]
 		if r.at != w.At.UnixMilli() || r.latencyUs != w.Latency.Microseconds() || r.ok != w.OK ||
-			r.hasPrediction != w.HasPrediction || r.prediction != w.Predicted || len(r.features) != len(w.Features) {
+			r.hasPrediction != w.HasPrediction || r.prediction != w.Predicted || len(r.features) != len(w.Features) ||
+			r.unsampled != w.Unsampled {
 			t.Fatalf("record %d: %+v, want %+v", i, r, w)
 		}
 		for j := range r.features {
@@ -120,7 +125,7 @@ func TestRunRoundTrip(t *testing.T) {
 	}
 	for cut := range len(ru.data) {
 		k, err := decodeRun(ru.data[:cut], ru.key.window, ru.n, func(runRecord) {})
-		if err == nil || k >= 3 {
+		if err == nil || k >= 4 {
 			t.Fatalf("truncated at %d: %d records, %v", cut, k, err)
 		}
 	}

@@ -166,7 +166,7 @@ func (b *Buffer) emit(ctx context.Context, model string, start, end int64) (int,
 			// A damaged feature blob leaves the record without features:
 			// it still counts as a request.
 			w.Add(summary.Record{LatencyMs: float64(r.latencyUs) / 1000, OK: r.ok, Features: r.features,
-				Missing: r.missing, Prediction: r.prediction, HasPrediction: r.hasPrediction})
+				Missing: r.missing, Prediction: r.prediction, HasPrediction: r.hasPrediction, Unsampled: r.unsampled})
 		})
 		damaged += uint64(int(n) - given)
 	}

@@ -61,7 +61,19 @@ type Options struct {
 	// Seed draws the reference windows (fixed, so a build is
 	// reproducible); 1.
 	Seed uint64
+	// Monitor, when set, is the bundle's monitor function: the feature
+	// columns of a row are its raw input, in order, and the features
+	// monitored are its results (Tensor must then be empty). A row it
+	// fails on fails the baseline.
+	Monitor Monitor
+	// MonitorNames name the function's results; result i without a name
+	// is "monitor.i".
+	MonitorNames []string
 }
+
+// Monitor maps the values of one reference row's feature columns to the
+// monitored features (see MonitorFromBundle).
+type Monitor func(row []float64) ([]float64, error)
 
 // MaxCategories is the most distinct prediction values treated as
 // categories.
@@ -123,7 +135,7 @@ func FromCSV(r io.Reader, opt Options) (*Result, error) {
 			}
 		}
 	}
-	if len(feats) == 0 || len(feats) > pb.MaxSummaryFeatures {
+	if len(feats) == 0 || (len(feats) > pb.MaxSummaryFeatures && opt.Monitor == nil) {
 		return nil, fmt.Errorf("%w: %d features to monitor, want 1 to %d", ErrData, len(feats), pb.MaxSummaryFeatures)
 	}
 	idx := make([]int, len(feats))
@@ -142,10 +154,15 @@ func FromCSV(r io.Reader, opt Options) (*Result, error) {
 		}
 		predCol = c
 	}
+	if opt.Monitor != nil && opt.Tensor != "" {
+		return nil, fmt.Errorf("%w: a monitor function's features read no tensor (%q given)", ErrData, opt.Tensor)
+	}
 	// Column-major values, and the prediction column.
 	values := make([][]float64, len(feats))
 	var preds []float64
 	rows := 0
+	mon := monitorRows{fn: opt.Monitor, names: opt.MonitorNames}
+	row := make([]float64, len(feats))
 	for {
 		rec, err := cr.Read()
 		if err == io.EOF {
@@ -163,7 +180,16 @@ func FromCSV(r io.Reader, opt Options) (*Result, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%w: line %d, column %q: %v", ErrData, line, feats[i], err)
 			}
+			if mon.fn != nil {
+				row[i] = v
+				continue
+			}
 			values[i] = append(values[i], v)
+		}
+		if mon.fn != nil {
+			if err := mon.add(row); err != nil {
+				return nil, fmt.Errorf("%w: line %d: %v", ErrData, line, err)
+			}
 		}
 		if predCol >= 0 {
 			v, err := parseValue(rec[predCol])
@@ -175,6 +201,9 @@ func FromCSV(r io.Reader, opt Options) (*Result, error) {
 	}
 	if rows < 2 {
 		return nil, fmt.Errorf("%w: %d rows; a baseline needs at least 2", ErrData, rows)
+	}
+	if mon.fn != nil {
+		feats, values = mon.names, mon.values
 	}
 	d := &pb.DriftBaseline{}
 	for i, f := range feats {

@@ -60,6 +60,7 @@ import (
 //	[monitor]
 //	file = "monitor.wasm"
 //	export = "features"
+//	sample_every = 10            # 1 inference in 10 (optional)
 //
 //	[drift]
 //	file = "drift.json"          # the protobuf JSON of a flotilla.v1.DriftBaseline, or inline:
@@ -110,8 +111,9 @@ type config struct {
 		MaxCrashes          uint32  `toml:"max_crashes"`
 	} `toml:"probation"`
 	Monitor *struct {
-		File   string `toml:"file"`
-		Export string `toml:"export"`
+		File        string `toml:"file"`
+		Export      string `toml:"export"`
+		SampleEvery uint32 `toml:"sample_every"`
 	} `toml:"monitor"`
 	Drift *struct {
 		File       string          `toml:"file"`
@@ -262,7 +264,7 @@ func (c *config) manifest(root *os.Root) (*pb.BundleManifest, error) {
 			MinRequests: p.MinRequests, MaxCrashes: p.MaxCrashes}
 	}
 	if mon := c.Monitor; mon != nil {
-		m.Monitor = &pb.MonitorFunction{File: mon.File, Export: mon.Export}
+		m.Monitor = &pb.MonitorFunction{File: mon.File, Export: mon.Export, SampleEvery: mon.SampleEvery}
 	}
 	if c.Drift != nil {
 		if m.Drift, err = c.drift(root); err != nil {

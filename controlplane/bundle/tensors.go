@@ -169,3 +169,9 @@ func encodeInt(buf *bytes.Buffer, dt int32, v float64) error {
 	}
 	return binary.Write(buf, binary.LittleEndian, uint64(v))
 }
+
+// EncodeValues writes values as the raw little-endian elements of dtype
+// (a flotilla.v1 TensorInfo dtype), refusing a value the type cannot hold
+// exactly: a golden tensor's bytes, or a reference row as a monitor
+// function reads it (controlplane/baseline).
+func EncodeValues(dtype int32, values []float64) ([]byte, error) { return encode(dtype, values) }

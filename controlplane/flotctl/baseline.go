@@ -1,6 +1,7 @@
 package flotctl
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -15,13 +16,14 @@ import (
 	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/summary"
 	"github.com/flotilla-edge/flotilla/proto/wire"
+	"github.com/flotilla-edge/flotilla/runtime/wasm/monitorfn"
 )
 
 // baselineFlags are the drift-baseline flags of `bundle build` (and of
 // `bundle baseline`).
 type baselineFlags struct {
-	data, prediction, tensor, exclude string
-	bins, window                      int
+	data, prediction, tensor, exclude, monitorNames string
+	bins, window                                    int
 }
 
 func addBaselineFlags(fs *flag.FlagSet) *baselineFlags {
@@ -32,43 +34,68 @@ func addBaselineFlags(fs *flag.FlagSet) *baselineFlags {
 	fs.StringVar(&b.exclude, "baseline-exclude", "label", "comma-separated columns not to monitor")
 	fs.IntVar(&b.bins, "baseline-bins", 10, "quantile bins per numeric feature, before duplicate edges are removed")
 	fs.IntVar(&b.window, "baseline-window", summary.DefaultMinRecords, "records per window the thresholds are computed for, and the fewest a window needs to be scored")
+	fs.StringVar(&b.monitorNames, "baseline-monitor-names", "", "comma-separated names of the bundle's monitor function results (default monitor.0, monitor.1, …)")
 	return b
 }
 
-func (b *baselineFlags) compute() (*baseline.Result, error) {
+// compute computes the baseline; with mon (the bundle's monitor
+// function) the feature columns are its input and its results the
+// features.
+func (b *baselineFlags) compute(mon baseline.Monitor) (*baseline.Result, error) {
 	f, err := os.Open(b.data)
 	if err != nil {
 		return nil, fmt.Errorf("baseline: %w", err)
 	}
 	defer f.Close()
-	var excl []string
-	for _, e := range strings.Split(b.exclude, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			excl = append(excl, e)
-		}
+	excl := splitList(b.exclude)
+	opt := baseline.Options{Exclude: excl, PredictionColumn: b.prediction, Tensor: b.tensor,
+		Bins: b.bins, WindowRecords: b.window, Monitor: mon}
+	if mon != nil {
+		opt.MonitorNames = splitList(b.monitorNames)
 	}
-	res, err := baseline.FromCSV(f, baseline.Options{Exclude: excl, PredictionColumn: b.prediction, Tensor: b.tensor,
-		Bins: b.bins, WindowRecords: b.window})
+	res, err := baseline.FromCSV(f, opt)
 	if err != nil {
 		return nil, fmt.Errorf("baseline %s: %w", b.data, err)
 	}
 	return res, nil
 }
 
+func splitList(s string) []string {
+	var out []string
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // apply puts the baseline computed from --baseline into the manifest raw
-// and returns the new manifest and digest; without --baseline it returns
-// them unchanged. Thresholds the bundle's config set are kept where they
-// are tighter than the reference data's variability.
-func (b *baselineFlags) apply(raw []byte, digest string) ([]byte, string, error) {
+// of the bundle in folder dir and returns the new manifest and digest;
+// without --baseline it returns them unchanged. With a monitor function
+// in the manifest, the function computes the features from the reference
+// rows, as devices do (its file is one of the bundle's, so the digest
+// covers it). Thresholds the bundle's config set are kept where they are
+// tighter than the reference data's variability.
+func (b *baselineFlags) apply(dir string, raw []byte, digest string) ([]byte, string, error) {
 	if b.data == "" {
 		return raw, digest, nil
 	}
-	res, err := b.compute()
-	if err != nil {
-		return nil, "", err
-	}
 	var m pb.BundleManifest
 	if err := wire.Decode(raw, pb.MaxManifestSize, &m); err != nil {
+		return nil, "", err
+	}
+	var mon baseline.Monitor
+	if m.GetMonitor() != nil {
+		bm, err := baseline.MonitorFromBundle(context.Background(), dir, &m, monitorfn.Config{})
+		if err != nil {
+			return nil, "", fmt.Errorf("baseline: %w", err)
+		}
+		defer bm.Close()
+		mon = bm.Features
+	}
+	res, err := b.compute(mon)
+	if err != nil {
 		return nil, "", err
 	}
 	t := summary.EffectiveThresholds(m.GetDrift().GetThresholds(), res.Variability)
@@ -108,7 +135,7 @@ func bundleBaseline(stdout, stderr io.Writer, args []string) error {
 		return fmt.Errorf("%w: bundle baseline DATA.csv [-o FILE] [-baseline-prediction COL] [-baseline-tensor NAME]", errUsage)
 	}
 	b.data = pos[0]
-	res, err := b.compute()
+	res, err := b.compute(nil)
 	if err != nil {
 		return err
 	}

@@ -33,10 +33,10 @@ func TestBuildWithBaseline(t *testing.T) {
 	if err := fs.Parse([]string{"--baseline", digitsTrain, "--baseline-prediction", "label", "--baseline-tensor", "pixels", "--baseline-window", "50"}); err != nil {
 		t.Fatal(err)
 	}
-	if same, d, err := (&baselineFlags{}).apply(raw, digest); err != nil || d != digest || !bytes.Equal(same, raw) {
+	if same, d, err := (&baselineFlags{}).apply("../bundle/testdata/digits", raw, digest); err != nil || d != digest || !bytes.Equal(same, raw) {
 		t.Fatal("without --baseline the manifest changed")
 	}
-	out, d2, err := b.apply(raw, digest)
+	out, d2, err := b.apply("../bundle/testdata/digits", raw, digest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,13 +53,13 @@ func TestBuildWithBaseline(t *testing.T) {
 		t.Fatalf("manifest drift %v annotations %v", m.GetDrift().GetThresholds(), m.GetAnnotations())
 	}
 	bad := &baselineFlags{data: filepath.Join(t.TempDir(), "missing.csv"), bins: 10, window: 100}
-	if _, _, err := bad.apply(raw, digest); err == nil {
+	if _, _, err := bad.apply("../bundle/testdata/digits", raw, digest); err == nil {
 		t.Fatal("a missing data file was accepted")
 	}
 	garbage := filepath.Join(t.TempDir(), "g.csv")
 	os.WriteFile(garbage, []byte("a,b\n1,x\n"), 0o600)
 	bad.data = garbage
-	if _, _, err := bad.apply(raw, digest); !errors.Is(err, baseline.ErrData) {
+	if _, _, err := bad.apply("../bundle/testdata/digits", raw, digest); !errors.Is(err, baseline.ErrData) {
 		t.Fatalf("garbage data: %v", err)
 	}
 }

@@ -58,7 +58,7 @@ func bundleCmd(o out, stderr io.Writer, args []string) error {
 		if err != nil {
 			return err
 		}
-		if raw, digest, err = bf.apply(raw, digest); err != nil {
+		if raw, digest, err = bf.apply(dir, raw, digest); err != nil {
 			return err
 		}
 		if _, err := s.PutManifest(raw); err != nil {

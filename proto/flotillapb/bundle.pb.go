@@ -761,11 +761,17 @@ func (x *DriftThresholds) GetKs() float64 {
 }
 
 // MonitorFunction is a WASM function mapping a raw input to the monitored
-// features (e.g. an image to a few statistics).
+// features (e.g. an image to a few statistics); runtime/wasm/monitorfn
+// describes its ABI.
 type MonitorFunction struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	File          string                 `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`     // a path in files
-	Export        string                 `protobuf:"bytes,2,opt,name=export,proto3" json:"export,omitempty"` // the exported function's name
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	File   string                 `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`     // a path in files
+	Export string                 `protobuf:"bytes,2,opt,name=export,proto3" json:"export,omitempty"` // the exported function's name
+	// sample_every runs the function on 1 in N inferences (0 or 1: every
+	// one); the others count neither as seen nor as missing. For an
+	// expensive function: histograms compare shapes, so windows need no
+	// scaling.
+	SampleEvery   uint32 `protobuf:"varint,3,opt,name=sample_every,json=sampleEvery,proto3" json:"sample_every,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -812,6 +818,13 @@ func (x *MonitorFunction) GetExport() string {
 		return x.Export
 	}
 	return ""
+}
+
+func (x *MonitorFunction) GetSampleEvery() uint32 {
+	if x != nil {
+		return x.SampleEvery
+	}
+	return 0
 }
 
 // BundleFile is one file of the bundle, split into fixed-size chunks: every
@@ -1404,10 +1417,11 @@ const file_flotilla_v1_bundle_proto_rawDesc = "" +
 	"\x0fDriftThresholds\x12\x0e\n" +
 	"\x02js\x18\x01 \x01(\x01R\x02js\x12\x10\n" +
 	"\x03psi\x18\x02 \x01(\x01R\x03psi\x12\x0e\n" +
-	"\x02ks\x18\x03 \x01(\x01R\x02ks\"=\n" +
+	"\x02ks\x18\x03 \x01(\x01R\x02ks\"`\n" +
 	"\x0fMonitorFunction\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x16\n" +
-	"\x06export\x18\x02 \x01(\tR\x06export\"\xaf\x01\n" +
+	"\x06export\x18\x02 \x01(\tR\x06export\x12!\n" +
+	"\fsample_every\x18\x03 \x01(\rR\vsampleEvery\"\xaf\x01\n" +
 	"\n" +
 	"BundleFile\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +

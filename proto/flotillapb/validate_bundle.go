@@ -158,9 +158,26 @@ func (m *BundleManifest) Validate() error {
 		if mon.GetExport() == "" || len(mon.GetExport()) > 128 {
 			return errors.New("monitor: export is required and at most 128 bytes")
 		}
+		if mon.GetSampleEvery() > MaxMonitorSampleEvery {
+			return fmt.Errorf("monitor: sample_every %d, at most %d", mon.GetSampleEvery(), MaxMonitorSampleEvery)
+		}
+		// The function reads the first input; its features are the
+		// function's results, read from no tensor.
+		if len(m.GetInputs()) == 0 {
+			return errors.New("monitor: the manifest names no input for the function to read")
+		}
+		for _, f := range m.GetDrift().GetFeatures() {
+			if f.GetTensor() != "" {
+				return fmt.Errorf("monitor: feature %q reads tensor %q; with a monitor function every feature is one of its results", f.GetName(), f.GetTensor())
+			}
+		}
 	}
 	return nil
 }
+
+// MaxMonitorSampleEvery is the sparsest sampling a monitor function may
+// ask for: 1 in a million inferences.
+const MaxMonitorSampleEvery = 1_000_000
 
 // validateFiles checks the file list and returns the set of its paths.
 func validateFiles(files []*BundleFile) (map[string]bool, error) {

@@ -119,12 +119,13 @@ func TestWindowCounts(t *testing.T) {
 		{LatencyMs: 6, OK: true, Features: []float64{math.Inf(1)}, Missing: nil},
 		{LatencyMs: 8, OK: true, Features: []float64{-5, 1}, Missing: []bool{false, true}},
 		{LatencyMs: 100, OK: false, Features: []float64{0.7, 0}},
+		{LatencyMs: 6, OK: true, Unsampled: true}, // features neither seen nor missing
 	} {
 		w.Add(r)
 	}
 	s := w.Summary(2)
 	x, c, p := s.Features[0], s.Features[1], s.Prediction
-	if s.Requests != 5 || s.Errors != 1 || SketchCount(s.Latency) != 5 {
+	if s.Requests != 6 || s.Errors != 1 || SketchCount(s.Latency) != 6 {
 		t.Fatalf("requests %d errors %d sketch %d", s.Requests, s.Errors, SketchCount(s.Latency))
 	}
 	if x.Count != 2 || x.Nan != 1 || x.PosInf != 1 || x.Min != -5 || x.Max != 0.7 || math.Abs(x.Mean+2.15) > 1e-12 {
@@ -136,7 +137,7 @@ func TestWindowCounts(t *testing.T) {
 	if c.Count != 2 || c.Missing != 2 || !equalUints(c.Bins, []uint64{0, 2, 0}) {
 		t.Errorf("const: %v", c)
 	}
-	if p.Count != 2 || p.Missing != 2 || !equalUints(p.Bins, []uint64{0, 1, 0, 1}) {
+	if p.Count != 2 || p.Missing != 3 || !equalUints(p.Bins, []uint64{0, 1, 0, 1}) {
 		t.Errorf("prediction: %v", p)
 	}
 	if v, ok := Variance(x); !ok || math.Abs(v-16.245) > 1e-9 {

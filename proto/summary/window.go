@@ -26,6 +26,10 @@ type Record struct {
 	// Prediction is the monitored output, when HasPrediction.
 	Prediction    float64
 	HasPrediction bool
+	// Unsampled says the features were not computed for this record (a
+	// monitor function sampling 1 in N): they count neither as seen nor
+	// as missing.
+	Unsampled bool
 }
 
 // Window accumulates the records of one window into a summary. It is not
@@ -66,6 +70,9 @@ func (w *Window) Add(r Record) {
 		return
 	}
 	for i, a := range w.features {
+		if r.Unsampled {
+			break
+		}
 		present := i < len(r.Features) && (i >= len(r.Missing) || !r.Missing[i])
 		v := math.NaN()
 		if present {

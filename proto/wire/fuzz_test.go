@@ -129,11 +129,12 @@ func validManifest() *pb.BundleManifest {
 		},
 		Probation: &pb.ProbationPolicy{DurationS: 600, MaxErrorRate: 0.01, MaxP95LatencyRatio: 1.5, Shadow: true, MaxDisagreementRate: 0.05},
 		Drift: &pb.DriftBaseline{
-			Features:   []*pb.FeatureBaseline{{Name: "p0", Tensor: "pixels", BinEdges: []float64{0.25, 0.5}, Counts: []uint64{1, 2, 3}}},
+			// With a monitor function, feature i is its i-th result.
+			Features:   []*pb.FeatureBaseline{{Name: "ink", Index: 1, BinEdges: []float64{0.25, 0.5}, Counts: []uint64{1, 2, 3}}},
 			Prediction: &pb.FeatureBaseline{Name: "class", Categories: []string{"0", "1"}, Counts: []uint64{5, 5, 0}},
 			Thresholds: &pb.DriftThresholds{Js: 0.1, Psi: 0.2, Ks: 0.1},
 		},
-		Monitor: &pb.MonitorFunction{File: "monitor.wasm", Export: "features"},
+		Monitor: &pb.MonitorFunction{File: "monitor.wasm", Export: "features", SampleEvery: 10},
 		Files: []*pb.BundleFile{
 			{Path: "model.onnx", Size: 5000, Mode: 0o644, ChunkSize: 4096, Sha256: sum32(1),
 				Chunks: []*pb.ChunkInfo{{Sha256: sum32(2), Length: 4096}, {Sha256: sum32(3), Length: 904}}},
@@ -242,6 +243,10 @@ func TestManifestValidate(t *testing.T) {
 		"edges and categories":  func(m *pb.BundleManifest) { m.Drift.Prediction.BinEdges = []float64{1} },
 		"repeated feature name": func(m *pb.BundleManifest) { m.Drift.Features = append(m.Drift.Features, m.Drift.Features[0]) },
 		"monitor not a file":    func(m *pb.BundleManifest) { m.Monitor.File = "nope.wasm" },
+		"monitor no export":     func(m *pb.BundleManifest) { m.Monitor.Export = "" },
+		"monitor too sparse":    func(m *pb.BundleManifest) { m.Monitor.SampleEvery = pb.MaxMonitorSampleEvery + 1 },
+		"monitor no input":      func(m *pb.BundleManifest) { m.Inputs = nil; m.Golden = nil },
+		"monitor and a tensor":  func(m *pb.BundleManifest) { m.Drift.Features[0].Tensor = "pixels" },
 		"negative threshold":    func(m *pb.BundleManifest) { m.Drift.Thresholds.Js = -1 },
 	}
 	for name, mutate := range cases {

@@ -17,7 +17,7 @@ import (
 
 const pkgPrefix = "github.com/flotilla-edge/flotilla/runtime/wasm/testdata/guests/"
 
-// Build compiles guest name (mlp, misbehave, nndigits) into dir/name.wasm
+// Build compiles guest name (mlp, misbehave, nndigits, digitsmon) into dir/name.wasm
 // as a wasip1 reactor and returns the file's path.
 func Build(dir, name string) (string, error) {
 	out := filepath.Join(dir, name+".wasm")
