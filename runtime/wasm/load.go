@@ -3,6 +3,7 @@ package wasm
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -163,7 +164,7 @@ func checkExports(c wazero.CompiledModule) error {
 			}
 			return fmt.Errorf("%w: no export %q", ErrABI, w.name)
 		}
-		if !sameTypes(f.ParamTypes(), w.params) || !sameTypes(f.ResultTypes(), w.result) {
+		if !slices.Equal(f.ParamTypes(), w.params) || !slices.Equal(f.ResultTypes(), w.result) {
 			return fmt.Errorf("%w: export %q has type %v -> %v, want %v -> %v",
 				ErrABI, w.name, typeNames(f.ParamTypes()), typeNames(f.ResultTypes()), typeNames(w.params), typeNames(w.result))
 		}
@@ -172,18 +173,6 @@ func checkExports(c wazero.CompiledModule) error {
 		return fmt.Errorf("%w: no exported memory", ErrABI)
 	}
 	return nil
-}
-
-func sameTypes(a, b []api.ValueType) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func typeNames(ts []api.ValueType) []string {

@@ -1,5 +1,7 @@
 package monitorfn_test
 
+import "github.com/flotilla-edge/flotilla/runtime/wasm/internal/wasmasm"
+
 // asmOpts vary the hand-assembled monitor module of asm.
 type asmOpts struct {
 	extraExport    string // export the monitor function a second time under this name
@@ -77,37 +79,11 @@ func asm(o asmOpts) []byte {
 	return append(mod, section(10, code)...)
 }
 
-func section(id byte, body []byte) []byte { return cat([]byte{id}, vec(body)) }
-
-func vec(b []byte) []byte { return cat(uleb(uint64(len(b))), b) }
-
-func name(s string) []byte { return vec([]byte(s)) }
-
-func cat(parts ...[]byte) []byte {
-	var out []byte
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return out
-}
-
-func uleb(v uint64) []byte {
-	var b []byte
-	for v >= 0x80 {
-		b = append(b, byte(v)|0x80)
-		v >>= 7
-	}
-	return append(b, byte(v))
-}
-
-func sleb(v int64) []byte {
-	var b []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v == 0 && c&0x40 == 0 || v == -1 && c&0x40 != 0 {
-			return append(b, c)
-		}
-		b = append(b, c|0x80)
-	}
-}
+// The module encoders (runtime/wasm/internal/wasmasm), by short names.
+var (
+	section = wasmasm.Section
+	vec     = wasmasm.Vec
+	name    = wasmasm.Name
+	cat     = wasmasm.Cat
+	sleb    = wasmasm.SLEB
+)

@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -247,7 +248,7 @@ func (f *Function) setup(ctx context.Context, code []byte) error {
 		exportAlloc: {{i32}, {i32}},
 	} {
 		fn := fns[name]
-		if !same(fn.ParamTypes(), want[0]) || !same(fn.ResultTypes(), want[1]) {
+		if !slices.Equal(fn.ParamTypes(), want[0]) || !slices.Equal(fn.ResultTypes(), want[1]) {
 			return fmt.Errorf("%w: export %q has type %v -> %v, want %v -> %v", ErrModule, name,
 				names(fn.ParamTypes()), names(fn.ResultTypes()), names(want[0]), names(want[1]))
 		}
@@ -421,18 +422,6 @@ func (f *Function) Close() error {
 		err = errors.Join(err, f.cache.Close(ctx))
 	}
 	return err
-}
-
-func same(a, b []api.ValueType) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func names(ts []api.ValueType) []string {

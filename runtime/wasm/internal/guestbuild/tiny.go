@@ -1,5 +1,7 @@
 package guestbuild
 
+import "github.com/flotilla-edge/flotilla/runtime/wasm/internal/wasmasm"
+
 // Tiny returns a hand-assembled module implementing the reactor ABI, for
 // tests that need a module wazero compiles in milliseconds (a Go guest
 // takes seconds, minutes under -race). It exports memory (one page),
@@ -49,38 +51,11 @@ func tiny(simd bool) []byte {
 		section(10, code))
 }
 
-func section(id byte, body []byte) []byte { return cat([]byte{id}, vec(body)) }
-
-// vec prefixes b with its length.
-func vec(b []byte) []byte { return cat(uleb(uint64(len(b))), b) }
-
-func name(s string) []byte { return vec([]byte(s)) }
-
-func cat(parts ...[]byte) []byte {
-	var out []byte
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return out
-}
-
-func uleb(v uint64) []byte {
-	var b []byte
-	for v >= 0x80 {
-		b = append(b, byte(v)|0x80)
-		v >>= 7
-	}
-	return append(b, byte(v))
-}
-
-func sleb(v int64) []byte {
-	var b []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v == 0 && c&0x40 == 0 || v == -1 && c&0x40 != 0 {
-			return append(b, c)
-		}
-		b = append(b, c|0x80)
-	}
-}
+// The module encoders (runtime/wasm/internal/wasmasm), by short names.
+var (
+	section = wasmasm.Section
+	vec     = wasmasm.Vec
+	name    = wasmasm.Name
+	cat     = wasmasm.Cat
+	sleb    = wasmasm.SLEB
+)
