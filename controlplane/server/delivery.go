@@ -41,7 +41,7 @@ type deliveryService struct {
 	assigned *assignments
 	progress *progressBook
 
-	published  atomic.Int64 // the release metadata's generation last published
+	published atomic.Int64 // the release metadata's generation last published
 
 	wavesMu    sync.Mutex
 	waves      map[string]bool // digests with a wave scheduled or running

@@ -674,4 +674,3 @@ func writeFile0600(path string, b []byte) error {
 	defer d.Close()
 	return d.Sync()
 }
-
