@@ -268,6 +268,17 @@ func (t *trustRepos) sync(ctx context.Context) (bool, error) {
 	return t.syncLocked(ctx)
 }
 
+// current is the release repository as the database holds it now; nil
+// before the first push. The caller must not change it.
+func (t *trustRepos) current(ctx context.Context) (*release.Repository, error) {
+	if _, err := t.sync(ctx); err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.repo, nil
+}
+
 // mirror writes the repository into DATA/release/repo for operators; the
 // database stays what is served, so a failure changes nothing.
 func (t *trustRepos) mirror(r *release.Repository) {
