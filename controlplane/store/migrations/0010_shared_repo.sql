@@ -36,7 +36,7 @@ CREATE INDEX bundle_manifest_chunks_by_chunk ON bundle_manifest_chunks (sha256);
 -- whose generation every write raises; a writer names the generation it
 -- read, so two replicas never both publish on the same base.
 -- release_files: the repository's signed files by name (N.root.json,
--- targets.json, snapshot.json, timestamp.json) with the version each
+-- targets.json, snapshot.json and the time-stamp role's) with the version each
 -- carries; a file is replaced only by a higher version.
 CREATE TABLE release_repos (
 	repo       {{key}} NOT NULL PRIMARY KEY,
