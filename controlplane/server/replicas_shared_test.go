@@ -2,8 +2,10 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,4 +107,81 @@ func TestReplicasShareBundlesMosquitto(t *testing.T) {
 	if wave, _ := bsrv.ChunksSent(); wave == 0 {
 		t.Fatal("replica B sent no wave")
 	}
+}
+
+// TestReleaseRefreshAcrossReplicas: two servers on one PostgreSQL
+// database, their clock moved past half the timestamp's life step by
+// step. Only the scheduler's leader re-signs; both serve the same
+// timestamp; when the leader stops, the other takes the lease and its
+// next refresh continues the sequence. No version is ever served with two
+// different contents, and none is skipped or repeated.
+func TestReleaseRefreshAcrossReplicas(t *testing.T) {
+	dsn := pgtest.Database(t)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	start := func(dir string) *server.Server {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		s, err := server.New(ctx, server.Config{DataDir: dir, Database: dsn, Listen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0",
+			Version: "test", Now: now, ReleaseRefresh: 50 * time.Millisecond, Logger: testLogger(t),
+			Rollouts: server.RolloutConfig{Every: 50 * time.Millisecond}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	dirA, dirB := t.TempDir(), t.TempDir()
+	keys := operatorKeys(t, dirA)
+	a := start(dirA)
+	shareKeys(t, dirA, dirB)
+	b := start(dirB)
+	newOperator(t, a, dirA, keys).run("release", "push", "-keys", keys)
+
+	seen := map[int64]string{} // version → content, from either replica
+	check := func(s *server.Server) int64 {
+		t.Helper()
+		v, raw := s.ReleaseTimestamp()
+		if v == 0 {
+			return 0
+		}
+		if prev, ok := seen[v]; ok && prev != string(raw) {
+			t.Fatalf("timestamp v%d served with two different contents", v)
+		}
+		seen[v] = string(raw)
+		return v
+	}
+	both := func(want int64) {
+		t.Helper()
+		eventually(t, fmt.Sprintf("both replicas serve timestamp v%d", want), func() bool {
+			va, vb := check(a), check(b)
+			if va > want || vb > want {
+				t.Fatalf("timestamp v%d/v%d, want v%d: a version skipped or signed twice", va, vb, want)
+			}
+			return va == want && vb == want
+		})
+	}
+	both(1)
+	eventually(t, "a scheduler leads", func() bool { return a.SchedulerLeading() || b.SchedulerLeading() })
+	leader, other := a, b
+	if b.SchedulerLeading() {
+		leader, other = b, a
+	}
+	clock.Add(int64(13 * time.Hour)) // past half the default 24 h life
+	both(2)
+	time.Sleep(300 * time.Millisecond) // several refresh ticks: nothing due, nothing signed
+	both(2)
+
+	leader.Close()
+	within(t, 30*time.Second, "the other replica leads", func() bool { return other.SchedulerLeading() })
+	clock.Add(int64(13 * time.Hour))
+	eventually(t, "the new leader serves timestamp v3", func() bool {
+		v := check(other)
+		if v > 3 {
+			t.Fatalf("timestamp v%d after the failover, want v3", v)
+		}
+		return v == 3
+	})
 }
