@@ -117,6 +117,13 @@ func (t *trustRepos) openDirector(ctx context.Context) error {
 	if gen == 0 {
 		made := ""
 		var d *release.Director
+		folderRoots, err := readRoots(ddir)
+		if err != nil {
+			return err
+		}
+		if len(keys) == 0 && len(folderRoots) > 0 {
+			return fmt.Errorf("director: %w: %s holds %d root versions but no key: restore its online-*.pem", ErrKeyMismatch, ddir, len(folderRoots))
+		}
 		if len(keys) == 0 {
 			k, err := release.GenerateKey(release.RoleOnline)
 			if err != nil {
@@ -127,11 +134,8 @@ func (t *trustRepos) openDirector(ctx context.Context) error {
 			}
 			keys = []*release.Key{k}
 		}
-		if roots, err := readRoots(ddir); err != nil {
-			return err
-		} else if len(roots) > 0 {
-			d, err = release.OpenDirector(keys[0], roots)
-			if err != nil {
+		if len(folderRoots) > 0 {
+			if d, err = release.OpenDirector(keys[0], folderRoots); err != nil {
 				return err
 			}
 		} else if d, err = release.NewDirector(keys[0], t.now(), directorRootLife); err != nil {
