@@ -1,10 +1,11 @@
 // Package backup writes and restores a control plane's state as one
 // archive: a consistent copy of the SQLite database and every file of the
-// data folder that matters — the CA (pki/), the release repository with
-// its keys and the devices' assignments (release/), and the uploaded
-// bundles (bundles/). The director and timestamp keys live in release/,
-// so a restored server signs what devices already trust and no device
-// re-rolls.
+// data folder that matters — the CA (pki/), the release repository's and
+// the director's keys (release/; their signed metadata is in the
+// database, with a copy there), and the uploaded bundles (bundles/; on
+// PostgreSQL they are in the database, which pg_dump backs up). The
+// director and online keys live in release/, so a restored server signs
+// what devices already trust and no device re-rolls.
 //
 // The archive is a gzip'd tar whose first entry, backup.json, lists every
 // other entry with its size and SHA-256. Restore treats the archive as

@@ -167,3 +167,19 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// Manifests lists the digests of the manifests stored, sorted; names in
+// the folder that are not digests are left out.
+func (s *Store) Manifests() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(s.dir, "manifests"))
+	if err != nil {
+		return nil, fmt.Errorf("list manifests: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		if e.Type().IsRegular() && pb.CheckDigest(e.Name()) == nil {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}

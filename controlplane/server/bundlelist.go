@@ -13,9 +13,10 @@ var _ api.BundleLister = (*deliveryService)(nil)
 // ListBundles implements api.BundleLister: every target of the release
 // repository, with what its manifest says once uploaded.
 func (d *deliveryService) ListBundles(ctx context.Context) (api.BundleList, error) {
-	d.trust.mu.Lock()
-	repo := d.trust.repo
-	d.trust.mu.Unlock()
+	repo, err := d.trust.current(ctx)
+	if err != nil {
+		return api.BundleList{}, err
+	}
 	if repo == nil {
 		return api.BundleList{Bundles: []api.ReleasedBundle{}}, nil
 	}

@@ -36,10 +36,12 @@ const (
 type deliveryService struct {
 	s        *Server
 	trust    *trustRepos
-	store    *bundle.Store
+	store    bundleStore
 	repairer *delivery.Repairer
 	assigned *assignments
 	progress *progressBook
+
+	published atomic.Int64 // the release metadata's generation last published
 
 	wavesMu    sync.Mutex
 	waves      map[string]bool // digests with a wave scheduled or running
@@ -56,11 +58,13 @@ var _ api.Bundles = (*deliveryService)(nil)
 
 func (s *Server) openDelivery() error {
 	dir := filepath.Join(s.cfg.DataDir, "release")
-	t, err := openTrust(dir, s.cfg.ReleaseOnlineKey, s.cfg.Now, s.cfg.ReleaseExpiry)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t, err := openTrust(ctx, dir, s.cfg.ReleaseOnlineKey, s.cfg.Now, s.cfg.ReleaseExpiry, s.store)
 	if err != nil {
 		return err
 	}
-	bs, err := bundle.OpenStore(filepath.Join(s.cfg.DataDir, "bundles"))
+	bs, err := s.openBundles()
 	if err != nil {
 		return err
 	}
@@ -115,13 +119,27 @@ func (d *deliveryService) start() {
 }
 
 // refresh re-signs the release timestamp and the devices' director
-// metadata before they expire.
+// metadata before they expire, on the rollout scheduler's leader only
+// (its lease fences the metadata's write); the other replicas read the
+// release metadata again, to serve what the leader signed.
 func (d *deliveryService) refresh(ctx context.Context) {
-	if changed, err := d.trust.Refresh(); err != nil {
+	epoch := d.s.rollouts.leading.Load()
+	if epoch == 0 {
+		if _, err := d.trust.sync(ctx); err != nil {
+			d.s.log.Warn("release metadata not read", "err", err)
+		}
+		return
+	}
+	if _, err := d.trust.Refresh(ctx, schedulerLease, epoch); err != nil {
 		d.s.log.Warn("release metadata not refreshed", "err", err)
-	} else if changed {
+	}
+	// The leader publishes whatever generation it has not published yet,
+	// its own or one another replica pushed (whose publication may have
+	// raced an older one).
+	if gen := d.trust.Generation(); gen != d.published.Load() {
 		d.publishRelease(ctx)
 	}
+	d.collectChunks(ctx)
 	stale, err := d.assigned.stale(ctx, d.s.cfg.Now(), d.s.cfg.DirectorRenew)
 	if err != nil {
 		d.s.log.Warn("stale director metadata not found", "err", err)
@@ -132,6 +150,7 @@ func (d *deliveryService) refresh(ctx context.Context) {
 }
 
 func (d *deliveryService) publishRelease(ctx context.Context) {
+	gen := d.trust.Generation()
 	md := d.trust.Metadata()
 	if md == nil {
 		return
@@ -143,7 +162,9 @@ func (d *deliveryService) publishRelease(ctx context.Context) {
 	}
 	if err != nil {
 		d.s.log.Warn("release metadata not published", "err", err)
+		return
 	}
+	d.published.Store(gen)
 }
 
 func (d *deliveryService) publishManifest(ctx context.Context, digest string) {
@@ -159,7 +180,7 @@ func (d *deliveryService) publishManifest(ctx context.Context, digest string) {
 
 // PushRelease implements api.Bundles.
 func (d *deliveryService) PushRelease(ctx context.Context, actor string, files map[string][]byte) (api.ReleaseView, error) {
-	repo, err := d.trust.Push(files)
+	repo, err := d.trust.Push(ctx, files)
 	if err != nil {
 		return api.ReleaseView{}, err
 	}

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"path/filepath"
 	"strings"
@@ -9,7 +8,6 @@ import (
 	"time"
 
 	"github.com/flotilla-edge/flotilla/controlplane/api"
-	"github.com/flotilla-edge/flotilla/controlplane/backup"
 	"github.com/flotilla-edge/flotilla/controlplane/mosquitto/mosquittotest"
 	"github.com/flotilla-edge/flotilla/controlplane/server"
 	"github.com/flotilla-edge/flotilla/controlplane/store/pgtest"
@@ -17,8 +15,8 @@ import (
 
 // TestReplicaFailoverMosquitto is issue 11's failover: two control-plane
 // replicas share one PostgreSQL database and one Mosquitto (dynamic
-// security); the second replica's data folder is a restored backup of
-// the first's (the same CA, release keys and bundles). Real agents with
+// security); the second replica is given the first one's release keys
+// and reads the bundles from the database. Real agents with
 // the digits model take part in a staged rollout; mid-rollout the
 // replica running the scheduler stops, the other takes the lease and the
 // rollout completes — every device assigned exactly once, each reporting
@@ -48,15 +46,10 @@ func TestReplicaFailoverMosquitto(t *testing.T) {
 	op := newOperator(t, a, dirA, keys)
 	op.release(digitsSource(t, "1", shortProbation(t)), "1")
 
-	// The second replica: a restore of the first one's backup.
-	var archive bytes.Buffer
-	if _, err := backup.Create(context.Background(), &archive, dirA, backup.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	dirB := filepath.Join(t.TempDir(), "b")
-	if _, err := backup.Restore(bytes.NewReader(archive.Bytes()), dirB, backup.Limits{}); err != nil {
-		t.Fatal(err)
-	}
+	// The second replica: given the first one's keys; bundles and release
+	// metadata it reads from the database.
+	dirB := t.TempDir()
+	shareKeys(t, dirA, dirB)
 	bsrv := start(dirB)
 
 	c := adminClient(t, a, dirA)

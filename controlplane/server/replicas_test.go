@@ -14,11 +14,11 @@ import (
 // other takes the lease over at a higher epoch.
 func TestOneSchedulerAmongReplicas(t *testing.T) {
 	dsn := pgtest.Database(t)
-	start := func() *server.Server {
+	start := func(dir string) *server.Server {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
-		s, err := server.New(ctx, server.Config{DataDir: t.TempDir(), Database: dsn, Listen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0",
+		s, err := server.New(ctx, server.Config{DataDir: dir, Database: dsn, Listen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0",
 			Version: "test", Rollouts: server.RolloutConfig{Every: 50 * time.Millisecond}})
 		if err != nil {
 			t.Fatal(err)
@@ -26,7 +26,10 @@ func TestOneSchedulerAmongReplicas(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		return s
 	}
-	a, b := start(), start()
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := start(dirA)
+	shareKeys(t, dirA, dirB) // the second replica is given the first one's keys
+	b := start(dirB)
 	holder := func(s *server.Server) (uint64, string) {
 		epoch, h, _, err := s.Store().LeaseHolder(context.Background(), "rollout-scheduler")
 		if err != nil {

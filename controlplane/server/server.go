@@ -255,8 +255,8 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if err = s.mqtt.Subscribe(subs, s.handleMessage); err != nil {
 		return nil, err
 	}
-	s.delivery.start()
 	s.openRollouts()
+	s.delivery.start()
 	s.rollouts.start()
 
 	if s.broker != nil {

@@ -20,6 +20,9 @@ type dialect struct {
 	// transaction then writes. SQLite has a single writer and an immediate
 	// transaction already holds the write lock, so it needs nothing there.
 	forUpdate string
+	// forShare is appended to a SELECT whose row must not be deleted
+	// before the transaction ends (SQLite: nothing, as forUpdate).
+	forShare string
 	// migrationLock, when set, is run first in every migration transaction so
 	// that several servers starting at once migrate one after the other.
 	migrationLock string
@@ -51,6 +54,7 @@ var postgresDialect = &dialect{
 	name:          "postgres",
 	dollarParams:  true,
 	forUpdate:     " FOR UPDATE",
+	forShare:      " FOR SHARE",
 	migrationLock: "SELECT pg_advisory_xact_lock(7280179125430142)", // any constant, fixed forever
 	types: strings.NewReplacer(
 		"{{bytes}}", "BYTEA",

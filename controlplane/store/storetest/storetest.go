@@ -48,6 +48,8 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"Leases", testLeases},
 		{"Assignments", testAssignments},
 		{"Reports", testReports},
+		{"BundleChunks", testBundleChunks},
+		{"ReleaseFiles", testReleaseFiles},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
