@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/flotilla-edge/flotilla/agent"
 	"github.com/flotilla-edge/flotilla/controlplane/backup"
 	"github.com/flotilla-edge/flotilla/controlplane/server"
+	"github.com/flotilla-edge/flotilla/controlplane/store/pgtest"
 )
 
 // TestBackupRestore: a running server with a device that has release 1
@@ -18,15 +20,50 @@ import (
 // archive into a fresh folder (same addresses). The device reconnects with
 // its credentials, the restored server knows it and what it runs, and the
 // device stages nothing again: no chunk fetched, its staging untouched.
-func TestBackupRestore(t *testing.T) {
+func TestBackupRestore(t *testing.T) { testBackupRestore(t, nil) }
+
+// TestBackupRestorePostgres is TestBackupRestore on PostgreSQL, backed up
+// as the operator guide says: the archive of the data folder (keys, CA)
+// and, at the same time, pg_dump of the database (devices, assignments,
+// bundles, release metadata), restored with pg_restore into a fresh
+// database the restored server then runs on.
+func TestBackupRestorePostgres(t *testing.T) {
+	for _, tool := range []string{"pg_dump", "pg_restore"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed (make deps installs PostgreSQL's client tools): %v", tool, err)
+		}
+	}
+	testBackupRestore(t, &pgBackup{from: pgtest.Database(t), to: pgtest.Database(t)})
+}
+
+// pgBackup moves a PostgreSQL database from one DSN to another with the
+// tools an operator uses.
+type pgBackup struct{ from, to, dump string }
+
+func (p *pgBackup) backup(t *testing.T) {
+	t.Helper()
+	p.dump = filepath.Join(t.TempDir(), "flotilla.pgdump")
+	if out, err := exec.Command("pg_dump", "--format=custom", "--file="+p.dump, "--dbname="+p.from).CombinedOutput(); err != nil {
+		t.Fatalf("pg_dump: %v\n%s", err, out)
+	}
+}
+
+func (p *pgBackup) restore(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command("pg_restore", "--no-owner", "--exit-on-error", "--dbname="+p.to, p.dump).CombinedOutput(); err != nil {
+		t.Fatalf("pg_restore: %v\n%s", err, out)
+	}
+}
+
+func testBackupRestore(t *testing.T, pg *pgBackup) {
 	dir := t.TempDir()
 	keys := operatorKeys(t, dir)
 	api, mqtt := freeAddr(t), freeAddr(t)
-	start := func(dir string) *server.Server {
+	start := func(dir, database string) *server.Server {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
-		s, err := server.New(ctx, server.Config{DataDir: dir, Listen: api, MQTTListen: mqtt, Version: "test",
+		s, err := server.New(ctx, server.Config{DataDir: dir, Database: database, Listen: api, MQTTListen: mqtt, Version: "test",
 			WaveDelay: 300 * time.Millisecond, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)
@@ -34,7 +71,16 @@ func TestBackupRestore(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		return s
 	}
-	srv := start(dir)
+	var db1, db2 string
+	snapshot, wantDB := (func(context.Context, string) error)(nil), "sqlite"
+	if pg != nil {
+		db1, db2 = pg.from, pg.to
+		wantDB = "not included: back the PostgreSQL database up with pg_dump"
+	}
+	srv := start(dir, db1)
+	if pg == nil {
+		snapshot = srv.Store().BackupTo
+	}
 	op := newOperator(t, srv, dir, keys)
 	op.release(digitsSource(t, "1", nil), "1")
 	dev := startAgent(t, op, "dev-1")
@@ -46,12 +92,15 @@ func TestBackupRestore(t *testing.T) {
 	rev := dev.a.Status().DesiredRevision
 
 	var archive bytes.Buffer
-	m, err := backup.Create(context.Background(), &archive, dir, backup.Options{Version: "test", SnapshotDB: srv.Store().BackupTo})
+	m, err := backup.Create(context.Background(), &archive, dir, backup.Options{Version: "test", SnapshotDB: snapshot})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Database != "sqlite" {
-		t.Fatalf("backup database %q", m.Database)
+	if m.Database != wantDB {
+		t.Fatalf("backup database %q, want %q", m.Database, wantDB)
+	}
+	if pg != nil {
+		pg.backup(t) // beside the live server, as the guide says
 	}
 	srv.Close()
 	eventually(t, "agent sees the server gone", func() bool { return dev.a.Status().State != agent.StateConnected })
@@ -60,7 +109,10 @@ func TestBackupRestore(t *testing.T) {
 	if _, err := backup.Restore(bytes.NewReader(archive.Bytes()), dir2, backup.Limits{}); err != nil {
 		t.Fatal(err)
 	}
-	srv2 := start(dir2)
+	if pg != nil {
+		pg.restore(t)
+	}
+	srv2 := start(dir2, db2)
 	if srv2.AdminToken() != "" {
 		t.Fatal("the restored server made a new admin token: its tokens were not restored")
 	}
