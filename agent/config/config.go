@@ -272,14 +272,14 @@ const (
 // 64 MiB bodies, GOMAXPROCS calls per model, 64 queued, 2 s in the queue,
 // 16 shared memory regions of 1 GiB in all).
 const (
-	MinInferBody  = 1 << 10
-	MaxInferBody  = 2 << 30
-	MaxInferCalls = 1024
-	MaxInferQueue = 1 << 16
-	MaxInferWait  = 10 * time.Minute
-	MaxShmRegions = 1024
-	MaxShmBytes   = 64 << 30
-	MinShmBytes   = 4 << 10
+	MinInferBody  int64 = 1 << 10
+	MaxInferBody  int64 = 2 << 30
+	MaxInferCalls       = 1024
+	MaxInferQueue       = 1 << 16
+	MaxInferWait        = 10 * time.Minute
+	MaxShmRegions       = 1024
+	MaxShmBytes   int64 = 64 << 30
+	MinShmBytes   int64 = 4 << 10
 )
 
 // checkInfer refuses inference API limits out of range, naming the key.
