@@ -302,10 +302,11 @@ func (s *Service) Close() { s.sending.Wait() }
 // when the store could not be reached (no ack: the device resends).
 func (s *Service) take(ctx context.Context, dev string, c *pb.SupportChunk) *pb.SupportAck {
 	ack := &pb.SupportAck{UploadId: c.GetUploadId(), DeviceId: dev}
-	verify := false
+	verify, took := false, false
 	u, _, err := s.update(ctx, dev, c.GetUploadId(), func(u *store.SupportUpload) store.SupportEdit {
 		ack.Next, ack.Done, ack.Error, verify = 0, false, "", false
 		e := s.check(u, c, ack)
+		took = e.Chunk != nil
 		// Complete: verify, whether this chunk completed it or is the
 		// last one again (another replica, or a crash, left it unverified).
 		verify = u.State == StateUploading && u.Chunks > 0 && u.Next == u.Chunks && c.GetIndex() == u.Chunks-1
@@ -318,7 +319,11 @@ func (s *Service) take(ctx context.Context, dev string, c *pb.SupportChunk) *pb.
 	case err != nil:
 		s.log.Error("support chunk not stored", "device", dev, "upload", c.GetUploadId(), "err", err)
 		return nil
-	case verify:
+	}
+	if took {
+		s.log.Debug("support chunk taken", "device", dev, "upload", u.ID, "index", c.GetIndex())
+	}
+	if verify {
 		return s.finish(ctx, u, ack)
 	}
 	return ack

@@ -1,13 +1,16 @@
 package supportbundle_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -419,4 +422,89 @@ func testExpireAndKeep(t *testing.T, be backend) {
 		t.Fatalf("kept %v of %v", ready, ids)
 	}
 	svc.Close()
+}
+
+// TestImportEarlierFolder: the folder an earlier release kept uploads in
+// is imported once: a ready bundle is served as it was, with its
+// signature; an unfinished upload continues from the chunks it had
+// taken; a failed one keeps its record; an upload whose files disagree
+// with its record is left out; the folder is renamed, not deleted.
+func TestImportEarlierFolder(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backend) {
+		f := newFixture(t, be)
+		at := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+		write := func(name string, b []byte) {
+			t.Helper()
+			if err := os.MkdirAll(filepath.Join(f.dir, "dev-a"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(f.dir, "dev-a", name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		record := func(in supportbundle.Info) {
+			b, _ := json.Marshal(in)
+			write(in.ID+".json", b)
+		}
+		ready, part := random(10_000), random(9_000)
+		rsum, psum := sha256.Sum256(ready), sha256.Sum256(part)
+		sig, _ := json.MarshalIndent(supportsig.Sign(ready, f.key, "dev-a", nil), "", "  ")
+		record(supportbundle.Info{ID: "r1", DeviceID: "dev-a", State: supportbundle.StateReady, RequestedAt: at, UpdatedAt: at,
+			Size: 10_000, Received: 10_000, SHA256: hex.EncodeToString(rsum[:]), Chunks: 3, Next: 3, ChunkSize: 4096, Verified: "signed by the given device key"})
+		write("r1.tar.gz", ready)
+		write("r1.tar.gz.sig", sig)
+		record(supportbundle.Info{ID: "p1", DeviceID: "dev-a", State: supportbundle.StateUploading, RequestedAt: at.Add(time.Minute), UpdatedAt: at,
+			Size: 9_000, Received: 8192, SHA256: hex.EncodeToString(psum[:]), Chunks: 3, Next: 2, ChunkSize: 4096})
+		write("p1.part", part[:8192])
+		record(supportbundle.Info{ID: "f1", DeviceID: "dev-a", State: supportbundle.StateFailed, Error: "the device refused", RequestedAt: at.Add(2 * time.Minute), UpdatedAt: at})
+		record(supportbundle.Info{ID: "b1", DeviceID: "dev-a", State: supportbundle.StateReady, RequestedAt: at.Add(3 * time.Minute), UpdatedAt: at,
+			Size: 10_000, Chunks: 3, Next: 3, ChunkSize: 4096}) // its bundle is missing
+		write("x1.json", []byte("{not json"))
+
+		f.open()
+		list, err := f.svc.List("dev-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, in := range list {
+			got = append(got, in.ID+":"+in.State)
+		}
+		if strings.Join(got, " ") != "f1:failed p1:uploading r1:ready" {
+			t.Fatalf("imported: %v", got)
+		}
+		r, in, s, err := f.svc.Open("dev-a", "r1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || !bytes.Equal(b, ready) || !bytes.Equal(s, sig) || in.Verified == "" || !in.RequestedAt.Equal(at) {
+			t.Fatalf("imported bundle: %v, %+v", err, in)
+		}
+		if _, err := os.Stat(f.dir); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("the folder stays: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(f.dir+".imported", "dev-a", "r1.tar.gz")); err != nil {
+			t.Fatalf("the imported folder is not kept: %v", err)
+		}
+		// The unfinished upload continues with its third chunk.
+		cs := chunks("dev-a", "p1", part, 4096, f.key)
+		f.send("dev-a", cs[2])
+		if a := f.acks.last(t, f.svc); !a.GetDone() || a.GetError() != "" {
+			t.Fatalf("the imported upload's last chunk: %v", a)
+		}
+		r, _, _, err = f.svc.Open("dev-a", "p1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ = io.ReadAll(r)
+		if !bytes.Equal(b, part) {
+			t.Fatal("the resumed bundle is not the device's")
+		}
+		f.open() // again: nothing left to import, nothing changes
+		if list2, _ := f.svc.List("dev-a"); len(list2) != 3 {
+			t.Fatalf("after a second start: %+v", list2)
+		}
+	})
 }
