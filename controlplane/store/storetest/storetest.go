@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"Leases", testLeases},
 		{"Assignments", testAssignments},
 		{"Reports", testReports},
+		{"SupportUploads", testSupportUploads},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
