@@ -206,3 +206,42 @@ func TestReplicasDuplicateDelivery(t *testing.T) {
 		}
 	})
 }
+
+// TestVerifiedAfterACrash: a replica stored an upload's last chunk and
+// stopped before recording the verdict (the upload complete, still
+// uploading); the device, unanswered, resends the last chunk to another
+// replica, which verifies the bundle from the stored chunks and answers
+// done.
+func TestVerifiedAfterACrash(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backend) {
+		st := be.open(t)
+		_, key, _ := ed25519.GenerateKey(rand.Reader)
+		r := replicas(t, st, key, 1)[0]
+		in, err := r.svc.Expect("dev-a", "op")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundle := random(3*1000 + 1)
+		cs := chunks("dev-a", in.ID, bundle, 1000, key)
+		for _, c := range cs[:len(cs)-1] {
+			r.deliver(t, c)
+		}
+		last := cs[len(cs)-1]
+		// What the crashed replica's transaction left.
+		if _, err := st.UpdateSupportUpload(context.Background(), "dev-a", in.ID, func(u *store.SupportUpload) (store.SupportEdit, error) {
+			u.Next, u.Received, u.Signature = u.Chunks, u.Size, last.GetSignature()
+			return store.SupportEdit{Save: true, Chunk: last.GetData(), Index: last.GetIndex()}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := r.svc.Get("dev-a", in.ID); got.State != supportbundle.StateUploading {
+			t.Fatalf("before the resend: %+v", got)
+		}
+		if a := r.deliver(t, last); !a.GetDone() || a.GetError() != "" {
+			t.Fatalf("the last chunk resent: %v", a)
+		}
+		if !bytes.Equal(readAll(t, r, "dev-a", in.ID), bundle) {
+			t.Fatal("the bundle is not the device's")
+		}
+	})
+}
