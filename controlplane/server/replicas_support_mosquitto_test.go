@@ -8,7 +8,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"path/filepath"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,8 +31,8 @@ func TestReplicasSupportBundleMosquitto(t *testing.T) {
 	b := mosquittotest.Start(t, mosquittotest.Options{AdminUser: "dynsec-admin", AdminPassword: secret()})
 	dsn := pgtest.Database(t)
 	controlPassword := secret()
-	var taken [2]atomic.Int64 // chunks each replica took
-	start := func(dir string, taken *atomic.Int64) *server.Server {
+	var taken [2]takenCounts // chunks each replica took, by upload
+	start := func(dir string, taken *takenCounts) *server.Server {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
@@ -83,7 +83,7 @@ func TestReplicasSupportBundleMosquitto(t *testing.T) {
 	var req supportbundle.Info
 	var err error
 	for attempt := 1; ; attempt++ {
-		if req, err = ac.RequestSupportBundle(ctx, "dev-sup", 45*time.Second); err == nil {
+		if req, err = ac.RequestSupportBundle(ctx, "dev-sup", 20*time.Second); err == nil {
 			break
 		}
 		if attempt == 3 {
@@ -99,7 +99,7 @@ func TestReplicasSupportBundleMosquitto(t *testing.T) {
 	if got.State != supportbundle.StateReady || got.Chunks < 3 {
 		t.Fatalf("on replica B: %+v", got)
 	}
-	if a, b := taken[0].Load(), taken[1].Load(); a == 0 || b == 0 || a+b != int64(got.Chunks) {
+	if a, b := taken[0].of(req.ID), taken[1].of(req.ID); a == 0 || b == 0 || a+b != int64(got.Chunks) {
 		t.Fatalf("replica A took %d chunks, B %d, of %d: the broker should deal them to both", a, b, got.Chunks)
 	}
 	var out bytes.Buffer
@@ -127,16 +127,38 @@ func TestReplicasSupportBundleMosquitto(t *testing.T) {
 	}
 }
 
-// takenCounter counts the support chunks a replica took (its "support
-// chunk taken" records) and passes every record on.
+// takenCounts are the support chunks a replica took, by upload.
+type takenCounts struct {
+	mu sync.Mutex
+	n  map[string]int64
+}
+
+func (c *takenCounts) of(upload string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[upload]
+}
+
+// takenCounter counts a replica's "support chunk taken" records and
+// passes every record on.
 type takenCounter struct {
 	slog.Handler
-	n *atomic.Int64
+	n *takenCounts
 }
 
 func (h takenCounter) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == "support chunk taken" {
-		h.n.Add(1)
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "upload" {
+				h.n.mu.Lock()
+				if h.n.n == nil {
+					h.n.n = map[string]int64{}
+				}
+				h.n.n[a.Value.String()]++
+				h.n.mu.Unlock()
+			}
+			return true
+		})
 	}
 	return h.Handler.Handle(ctx, r)
 }

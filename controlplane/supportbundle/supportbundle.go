@@ -359,9 +359,6 @@ func (s *Service) check(u *store.SupportUpload, c *pb.SupportChunk, ack *pb.Supp
 		if n > 1 && (cs == 0 || int64(n-1)*cs >= size || int64(n)*cs < size) {
 			return fail(fmt.Sprintf("%d chunks of %d bytes cannot make %d bytes", n, cs, size))
 		}
-		if n == 1 && cs != size {
-			return fail(fmt.Sprintf("a single chunk of %d bytes cannot make %d bytes", cs, size))
-		}
 		u.Size, u.Chunks, u.SHA256, u.ChunkSize = size, n, sum, cs
 	} else if c.GetCount() != u.Chunks || int64(c.GetTotalSize()) != u.Size || sum != u.SHA256 {
 		return fail("chunk disagrees with the upload's first chunk (count, size or digest)")
