@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
@@ -23,7 +22,9 @@ type Support interface {
 	Request(ctx context.Context, actor, deviceID string) (supportbundle.Info, error)
 	List(deviceID string) ([]supportbundle.Info, error)
 	Wait(ctx context.Context, deviceID, id string) (supportbundle.Info, error)
-	Open(deviceID, id string) (*os.File, supportbundle.Info, []byte, error)
+	// Open opens a ready bundle (Info.Size bytes) and returns its
+	// detached signature.
+	Open(deviceID, id string) (io.ReadCloser, supportbundle.Info, []byte, error)
 }
 
 // SupportBundleView is one support bundle a device uploaded or is

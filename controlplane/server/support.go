@@ -19,12 +19,14 @@ type supportService struct {
 	s *Server
 }
 
-// openSupport opens DataDir/support; the registry must exist.
+// openSupport opens the support-bundle receiver over the store (which
+// replicas share), importing DataDir/support, where an earlier release
+// kept bundles, once; the registry must exist.
 func (s *Server) openSupport() error {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(s.ca.CAPEM())
 	svc, err := supportbundle.New(supportbundle.Config{
-		Dir: filepath.Join(s.cfg.DataDir, "support"), Scheme: s.scheme, Publisher: s.mqtt, Roots: roots,
+		Store: s.store, Dir: filepath.Join(s.cfg.DataDir, "support"), Scheme: s.scheme, Publisher: s.mqtt, Roots: roots,
 		DeviceKey: func(ctx context.Context, id string) (ed25519.PublicKey, error) {
 			d, err := s.store.Device(ctx, id)
 			if err != nil {

@@ -2,17 +2,24 @@
 // an operator asks for one (flotctl devices support-bundle): it expects an
 // upload the command announced, takes its chunks in order from the
 // device's own support-upload topic, acknowledges each on support-ack,
-// checks every size and digest, reassembles the bundle in its folder,
-// verifies the device's signature against the device's enrolled key (and
-// the fleet CA, when the signature carries a certificate), and keeps the
-// newest bundles of each device for the operator to download.
+// checks every size and digest, stores the chunks in the control plane's
+// database, verifies the reassembled bundle (streamed from the stored
+// chunks) and the device's signature against the device's enrolled key
+// (and the fleet CA, when the signature carries a certificate), and keeps
+// the newest bundles of each device for the operator to download.
+//
+// The database is the only record of an upload: control-plane replicas
+// sharing the device topics (an MQTT shared subscription deals an
+// upload's chunks to any of them) each take a chunk in a transaction that
+// reads and advances the upload's next index under a row lock, so they
+// take the chunks in turn, never one twice, and any replica serves the
+// finished bundle. A restarted server resumes where the database is.
 //
 // Everything a device sends is hostile until checked: a chunk for an
 // upload nobody asked for, from another device, out of order, of the
-// wrong size or digest, or a bundle over the size limit changes nothing on
-// disk but what the upload itself owns, and an upload that fails is
-// removed. Names on disk are the device and upload IDs, both restricted to
-// [a-z0-9._-] (topic.ValidID), so no name can leave the folder.
+// wrong size or digest, or a bundle over the size limit changes nothing
+// but what the upload itself owns, and an upload that fails keeps only its
+// failure record.
 package supportbundle
 
 import (
@@ -26,15 +33,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/flotilla-edge/flotilla/controlplane/store"
 	pb "github.com/flotilla-edge/flotilla/proto/flotillapb"
 	"github.com/flotilla-edge/flotilla/proto/supportsig"
 	"github.com/flotilla-edge/flotilla/proto/topic"
@@ -55,7 +58,13 @@ const (
 	// DefaultIdle is how long an upload may go without a chunk before it
 	// is failed (a device that went away for good).
 	DefaultIdle = 24 * time.Hour
+	// DefaultPoll is how often Wait reads an upload's state again: another
+	// replica may be the one taking its chunks.
+	DefaultPoll = time.Second
 )
+
+// opTimeout bounds the store calls of the methods that take no context.
+const opTimeout = 30 * time.Second
 
 // Errors callers can branch on.
 var (
@@ -69,9 +78,26 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, qos byte, retained bool, payload []byte) error
 }
 
+// Store is what the service needs of the control plane's store
+// (controlplane/store implements it on SQLite and PostgreSQL).
+type Store interface {
+	CreateSupportUpload(ctx context.Context, u store.SupportUpload) error
+	ImportSupportUpload(ctx context.Context, u store.SupportUpload, next func() ([]byte, error)) error
+	SupportUpload(ctx context.Context, dev, id string) (store.SupportUpload, error)
+	SupportUploads(ctx context.Context, dev string) ([]store.SupportUpload, error)
+	StaleSupportUploads(ctx context.Context, state string, before int64, limit int) ([]store.SupportUpload, error)
+	UpdateSupportUpload(ctx context.Context, dev, id string, fn func(u *store.SupportUpload) (store.SupportEdit, error)) (store.SupportUpload, error)
+	SupportChunk(ctx context.Context, dev, id string, index uint32) ([]byte, error)
+	PruneSupportUploads(ctx context.Context, dev string, keep int) (int, error)
+}
+
 // Config sets up a Service.
 type Config struct {
-	Dir       string // where bundles are kept (DataDir/support)
+	Store Store // where uploads and their chunks are kept
+	// Dir is the folder an earlier release kept bundles in (DataDir/support),
+	// imported into Store once and then renamed Dir.imported; "" or a
+	// missing folder: nothing to import.
+	Dir       string
 	Scheme    topic.Scheme
 	Publisher Publisher
 	// DeviceKey returns a device's enrolled public key; an error (unknown
@@ -83,11 +109,12 @@ type Config struct {
 	MaxSize int64         // largest bundle accepted (default 64 MiB)
 	Keep    int           // bundles kept per device, newest (default 5)
 	Idle    time.Duration // default DefaultIdle
+	Poll    time.Duration // default DefaultPoll
 	Now     func() time.Time
 	Logger  *slog.Logger
 }
 
-// Info describes one upload; it is kept beside the bundle as ID.json.
+// Info describes one upload.
 type Info struct {
 	ID          string    `json:"id"`
 	DeviceID    string    `json:"device_id"`
@@ -105,22 +132,29 @@ type Info struct {
 	Verified    string    `json:"verified,omitempty"` // how the signature was checked
 }
 
-// Service is the control plane's support-bundle receiver.
+func infoOf(u store.SupportUpload) Info {
+	return Info{ID: u.ID, DeviceID: u.DeviceID, State: u.State, Error: u.Error, RequestedBy: u.RequestedBy,
+		RequestedAt: time.UnixMilli(u.RequestedAt).UTC(), UpdatedAt: time.UnixMilli(u.UpdatedAt).UTC(),
+		Size: u.Size, Received: u.Received, SHA256: u.SHA256, Chunks: u.Chunks, Next: u.Next, ChunkSize: u.ChunkSize, Verified: u.Verified}
+}
+
+// Service is the control plane's support-bundle receiver. It holds no
+// upload's state: every chunk reads it from the store.
 type Service struct {
 	cfg Config
 	log *slog.Logger
+	st  Store
 
 	mu      sync.Mutex
-	uploads map[string]*Info // device/upload → uploading
-	changed chan struct{}    // closed and replaced on every state change
-	sending sync.WaitGroup   // acks in flight
+	changed chan struct{}  // closed and replaced on every change made here
+	sending sync.WaitGroup // acks in flight
 }
 
-// New opens the folder and takes back the uploads a previous process left
-// in progress, so devices resume them.
+// New sets up the service over its store and imports the folder an
+// earlier release kept bundles in, if there is one.
 func New(cfg Config) (*Service, error) {
-	if cfg.Dir == "" || cfg.DeviceKey == nil {
-		return nil, errors.New("supportbundle: Dir and DeviceKey are required")
+	if cfg.Store == nil || cfg.DeviceKey == nil {
+		return nil, errors.New("supportbundle: Store and DeviceKey are required")
 	}
 	if cfg.MaxSize <= 0 {
 		cfg.MaxSize = DefaultMaxSize
@@ -131,38 +165,36 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Idle <= 0 {
 		cfg.Idle = DefaultIdle
 	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = DefaultPoll
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("supportbundle: %w", err)
-	}
-	s := &Service{cfg: cfg, log: cfg.Logger, uploads: map[string]*Info{}, changed: make(chan struct{})}
-	devs, err := os.ReadDir(cfg.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("supportbundle: %w", err)
-	}
-	for _, d := range devs {
-		if !d.IsDir() || topic.ValidID(d.Name()) != nil {
-			continue
-		}
-		infos, _ := s.list(d.Name())
-		for _, in := range infos {
-			if in.State == StateUploading {
-				s.uploads[key(in.DeviceID, in.ID)] = &in
-			}
-		}
+	s := &Service{cfg: cfg, log: cfg.Logger, st: cfg.Store, changed: make(chan struct{})}
+	if cfg.Dir != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		s.importDir(ctx, cfg.Dir)
 	}
 	return s, nil
 }
 
-func key(dev, id string) string { return dev + "/" + id }
-
 // MaxSize is the largest bundle accepted.
 func (s *Service) MaxSize() int64 { return s.cfg.MaxSize }
+
+func (s *Service) now() time.Time { return s.cfg.Now().UTC() }
+
+// notify wakes the Waits of this process.
+func (s *Service) notify() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
 
 // Expect records an upload the control plane is about to ask device for
 // and returns its ID.
@@ -170,63 +202,65 @@ func (s *Service) Expect(deviceID, actor string) (Info, error) {
 	if err := topic.ValidID(deviceID); err != nil {
 		return Info{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	if len(actor) > 1024 {
+		return Info{}, fmt.Errorf("%w: actor of %d bytes", ErrInvalid, len(actor))
+	}
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
-	now := s.cfg.Now().UTC()
-	in := Info{ID: now.Format("20060102t150405z") + "-" + hex.EncodeToString(b), DeviceID: deviceID, State: StateUploading,
-		RequestedBy: actor, RequestedAt: now, UpdatedAt: now}
-	if err := os.MkdirAll(s.devDir(deviceID), 0o700); err != nil {
+	now := s.now()
+	u := store.SupportUpload{ID: now.Format("20060102t150405z") + "-" + hex.EncodeToString(b), DeviceID: deviceID, State: StateUploading,
+		RequestedBy: actor, RequestedAt: now.UnixMilli(), UpdatedAt: now.UnixMilli()}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if err := s.st.CreateSupportUpload(ctx, u); err != nil {
 		return Info{}, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.save(&in); err != nil {
-		return Info{}, err
-	}
-	s.uploads[key(deviceID, in.ID)] = &in
-	return in, nil
+	s.notify()
+	return infoOf(u), nil
 }
 
 // Fail ends an expected upload (the device refused or never answered).
 func (s *Service) Fail(deviceID, id, why string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if in := s.uploads[key(deviceID, id)]; in != nil {
-		s.fail(in, why)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	s.update(ctx, deviceID, id, func(u *store.SupportUpload) store.SupportEdit {
+		if u.State != StateUploading {
+			return store.SupportEdit{}
+		}
+		return s.fail(u, why)
+	})
 }
 
-func (s *Service) devDir(dev string) string { return filepath.Join(s.cfg.Dir, dev) }
+// fail marks u failed and drops its chunks (in an update).
+func (s *Service) fail(u *store.SupportUpload, why string) store.SupportEdit {
+	if len(why) > 1024 {
+		why = why[:1024]
+	}
+	u.State, u.Error, u.UpdatedAt, u.Signature = StateFailed, why, s.now().UnixMilli(), nil
+	return store.SupportEdit{Save: true, DropChunks: true}
+}
 
-func (s *Service) path(dev, id, ext string) string { return filepath.Join(s.devDir(dev), id+ext) }
-
-// save writes an upload's Info (under mu).
-func (s *Service) save(in *Info) error {
-	b, err := json.MarshalIndent(in, "", "  ")
+// update runs fn on an upload under its row lock and logs a failure it
+// brought; it returns the upload after, and whether fn saved a change.
+func (s *Service) update(ctx context.Context, dev, id string, fn func(u *store.SupportUpload) store.SupportEdit) (store.SupportUpload, bool, error) {
+	var was string
+	saved := false
+	u, err := s.st.UpdateSupportUpload(ctx, dev, id, func(u *store.SupportUpload) (store.SupportEdit, error) {
+		was = u.State
+		e := fn(u)
+		saved = e.Save
+		return e, nil
+	})
 	if err != nil {
-		return err
+		return u, false, err
 	}
-	tmp := s.path(in.DeviceID, in.ID, ".json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
+	if saved {
+		s.notify()
+		if was != StateFailed && u.State == StateFailed {
+			s.log.Warn("support bundle upload failed", "device", dev, "upload", id, "why", u.Error)
+		}
 	}
-	if err := os.Rename(tmp, s.path(in.DeviceID, in.ID, ".json")); err != nil {
-		return err
-	}
-	close(s.changed)
-	s.changed = make(chan struct{})
-	return nil
-}
-
-// fail marks an upload failed and removes its partial data (under mu).
-func (s *Service) fail(in *Info, why string) {
-	in.State, in.Error, in.UpdatedAt = StateFailed, why, s.cfg.Now().UTC()
-	delete(s.uploads, key(in.DeviceID, in.ID))
-	_ = os.Remove(s.path(in.DeviceID, in.ID, ".part"))
-	if err := s.save(in); err != nil {
-		s.log.Warn("support bundle state not saved", "device", in.DeviceID, "upload", in.ID, "err", err)
-	}
-	s.log.Warn("support bundle upload failed", "device", in.DeviceID, "upload", in.ID, "why", why)
+	return u, saved, nil
 }
 
 // Handle takes one message if it is a support chunk and reports whether it
@@ -247,6 +281,9 @@ func (s *Service) Handle(ctx context.Context, name string, payload []byte) bool 
 		return true
 	}
 	ack := s.take(ctx, dev, &c)
+	if ack == nil {
+		return true // the store failed; the device sends the chunk again
+	}
 	// Sent apart: an MQTT handler must not wait for its own connection's
 	// acknowledgement. An ack overtaken by a later one only makes the
 	// device resend a chunk, which is answered again.
@@ -261,172 +298,201 @@ func (s *Service) Handle(ctx context.Context, name string, payload []byte) bool 
 // Close waits for the acks in flight.
 func (s *Service) Close() { s.sending.Wait() }
 
-// take checks and stores one chunk; it returns the ack to send.
+// take checks and stores one chunk; it returns the ack to send, or nil
+// when the store could not be reached (no ack: the device resends).
 func (s *Service) take(ctx context.Context, dev string, c *pb.SupportChunk) *pb.SupportAck {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	ack := &pb.SupportAck{UploadId: c.GetUploadId(), DeviceId: dev}
-	in := s.uploads[key(dev, c.GetUploadId())]
-	if in == nil {
-		if old, err := s.read(dev, c.GetUploadId()); err == nil && old.State == StateReady {
-			ack.Next, ack.Done = old.Chunks, true // a resent last chunk: the ack was lost
-			return ack
-		}
+	verify, took := false, false
+	u, _, err := s.update(ctx, dev, c.GetUploadId(), func(u *store.SupportUpload) store.SupportEdit {
+		ack.Next, ack.Done, ack.Error, verify = 0, false, "", false
+		e := s.check(u, c, ack)
+		took = e.Chunk != nil
+		// Complete: verify, whether this chunk completed it or is the
+		// last one again (another replica, or a crash, left it unverified).
+		verify = u.State == StateUploading && u.Chunks > 0 && u.Next == u.Chunks && c.GetIndex() == u.Chunks-1
+		return e
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		ack.Error = "no such upload was asked for"
 		return ack
+	case err != nil:
+		s.log.Error("support chunk not stored", "device", dev, "upload", c.GetUploadId(), "err", err)
+		return nil
 	}
-	fail := func(why string) *pb.SupportAck {
-		s.fail(in, why)
+	if took {
+		s.log.Debug("support chunk taken", "device", dev, "upload", u.ID, "index", c.GetIndex())
+	}
+	if verify {
+		return s.finish(ctx, u, ack)
+	}
+	return ack
+}
+
+// check decides what one chunk does to its upload (under the upload's row
+// lock) and fills in the ack.
+func (s *Service) check(u *store.SupportUpload, c *pb.SupportChunk, ack *pb.SupportAck) store.SupportEdit {
+	switch u.State {
+	case StateReady:
+		ack.Next, ack.Done = u.Chunks, true // a resent last chunk: the ack was lost
+		return store.SupportEdit{}
+	case StateUploading:
+	default:
+		ack.Error = "the upload failed: " + u.Error
+		return store.SupportEdit{}
+	}
+	fail := func(why string) store.SupportEdit {
 		ack.Error = why
-		return ack
+		return s.fail(u, why)
 	}
 	sum := hex.EncodeToString(c.GetSha256())
-	if in.Chunks == 0 {
+	if u.Chunks == 0 {
 		// The first chunk fixes the bundle's size, count and digest.
 		if c.GetIndex() != 0 {
 			ack.Next = 0
-			return ack
+			return store.SupportEdit{}
 		}
 		if c.GetTotalSize() > uint64(s.cfg.MaxSize) {
 			return fail(fmt.Sprintf("bundle of %d bytes is over the limit of %d", c.GetTotalSize(), s.cfg.MaxSize))
 		}
-		in.Size, in.Chunks, in.SHA256, in.ChunkSize = int64(c.GetTotalSize()), c.GetCount(), sum, int64(len(c.GetData()))
-		if in.Chunks > 1 && (in.ChunkSize == 0 || int64(in.Chunks-1)*in.ChunkSize >= in.Size || int64(in.Chunks)*in.ChunkSize < in.Size) {
-			return fail(fmt.Sprintf("%d chunks of %d bytes cannot make %d bytes", in.Chunks, in.ChunkSize, in.Size))
+		size, n, cs := int64(c.GetTotalSize()), c.GetCount(), int64(len(c.GetData()))
+		if n > 1 && (cs == 0 || int64(n-1)*cs >= size || int64(n)*cs < size) {
+			return fail(fmt.Sprintf("%d chunks of %d bytes cannot make %d bytes", n, cs, size))
 		}
-	} else if c.GetCount() != in.Chunks || int64(c.GetTotalSize()) != in.Size || sum != in.SHA256 {
+		u.Size, u.Chunks, u.SHA256, u.ChunkSize = size, n, sum, cs
+	} else if c.GetCount() != u.Chunks || int64(c.GetTotalSize()) != u.Size || sum != u.SHA256 {
 		return fail("chunk disagrees with the upload's first chunk (count, size or digest)")
 	}
-	if c.GetIndex() != in.Next {
-		ack.Next = in.Next // out of order or a duplicate: ask for what comes next
-		return ack
+	if c.GetIndex() != u.Next {
+		// Out of order, a duplicate, or the last chunk again while the
+		// bundle is verified: ask for what comes next.
+		ack.Next = u.Next
+		return store.SupportEdit{}
 	}
-	want := in.ChunkSize
-	if c.GetIndex() == in.Chunks-1 {
-		want = in.Size - int64(in.Chunks-1)*in.ChunkSize
+	want := u.ChunkSize
+	if c.GetIndex() == u.Chunks-1 {
+		want = u.Size - int64(u.Chunks-1)*u.ChunkSize
 	}
 	ch := sha256.Sum256(c.GetData())
 	switch {
 	case int64(len(c.GetData())) != want:
 		return fail(fmt.Sprintf("chunk %d is %d bytes, not %d", c.GetIndex(), len(c.GetData()), want))
 	case !bytes.Equal(ch[:], c.GetChunkSha256()):
-		s.log.Warn("support chunk does not match its digest; asked again", "device", dev, "upload", in.ID, "index", c.GetIndex())
-		ack.Next = in.Next
+		s.log.Warn("support chunk does not match its digest; asked again", "device", u.DeviceID, "upload", u.ID, "index", c.GetIndex())
+		ack.Next = u.Next
+		return store.SupportEdit{} // nothing saved: a first chunk's figures too
+	}
+	u.Next++
+	u.Received = int64(c.GetIndex())*u.ChunkSize + int64(len(c.GetData()))
+	u.UpdatedAt = s.now().UnixMilli()
+	if u.Next == u.Chunks {
+		u.Signature = c.GetSignature()
+	}
+	ack.Next = u.Next
+	data := c.GetData()
+	if data == nil {
+		data = []byte{}
+	}
+	return store.SupportEdit{Save: true, Chunk: data, Index: c.GetIndex()}
+}
+
+// finish verifies a complete upload and keeps it, or fails it; it returns
+// the ack to send. Two replicas may verify the same upload at once (a
+// duplicated last chunk); the first to record its verdict wins.
+func (s *Service) finish(ctx context.Context, u store.SupportUpload, ack *pb.SupportAck) *pb.SupportAck {
+	why, how, sig, err := s.verify(ctx, u)
+	if err != nil {
+		// The store failed while reading the bundle back: not the
+		// device's fault. It resends the last chunk and this runs again.
+		s.log.Error("support bundle not verified", "device", u.DeviceID, "upload", u.ID, "err", err)
+		ack.Next = u.Chunks
 		return ack
 	}
-	off := int64(c.GetIndex()) * in.ChunkSize
-	if err := writeAt(s.path(dev, in.ID, ".part"), off, c.GetData()); err != nil {
-		s.log.Error("support chunk not stored", "device", dev, "upload", in.ID, "err", err)
-		ack.Next = in.Next
-		return ack
-	}
-	in.Next++
-	in.Received = off + int64(len(c.GetData()))
-	in.UpdatedAt = s.cfg.Now().UTC()
-	if in.Next < in.Chunks {
-		if err := s.save(in); err != nil {
-			s.log.Warn("support bundle state not saved", "err", err)
+	readied := false
+	got, _, err := s.update(ctx, u.DeviceID, u.ID, func(cur *store.SupportUpload) store.SupportEdit {
+		readied = false
+		if cur.State != StateUploading || cur.Next != cur.Chunks || cur.SHA256 != u.SHA256 {
+			return store.SupportEdit{} // recorded meanwhile
 		}
-		ack.Next = in.Next
+		if why != "" {
+			return s.fail(cur, why)
+		}
+		cur.State, cur.Verified, cur.Signature, cur.UpdatedAt = StateReady, how, sig, s.now().UnixMilli()
+		readied = true
+		return store.SupportEdit{Save: true}
+	})
+	if err != nil {
+		s.log.Error("support bundle verdict not stored", "device", u.DeviceID, "upload", u.ID, "err", err)
+		ack.Next = u.Chunks
 		return ack
 	}
-	if why := s.finish(ctx, in, c.GetSignature()); why != "" {
-		return fail(why)
+	switch got.State {
+	case StateReady:
+		ack.Next, ack.Done = got.Chunks, true
+	case StateFailed:
+		ack.Error = got.Error
+	default:
+		ack.Next = got.Next
 	}
-	ack.Next, ack.Done = in.Next, true
+	if readied {
+		s.log.Info("support bundle received", "device", got.DeviceID, "upload", got.ID, "bytes", got.Size, "verified", how)
+		if _, err := s.st.PruneSupportUploads(ctx, got.DeviceID, s.cfg.Keep); err != nil {
+			s.log.Warn("old support bundles not pruned", "device", got.DeviceID, "err", err)
+		}
+	}
 	return ack
 }
 
-// writeAt writes data at off, cutting what a crashed write left after it.
-func writeAt(path string, off int64, data []byte) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+// verify reads a complete upload back from the store, a chunk at a time,
+// and checks its size, digest and signature. It returns why the bundle is
+// refused ("" if it is not), how the signature was checked and the
+// signature to keep; err is the store's failure.
+func (s *Service) verify(ctx context.Context, u store.SupportUpload) (why, how string, sig []byte, err error) {
+	h := sha256.New()
+	var n int64
+	for i := range u.Chunks {
+		b, err := s.st.SupportChunk(ctx, u.DeviceID, u.ID, i)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Sprintf("chunk %d is missing", i), "", nil, nil
+		}
+		if err != nil {
+			return "", "", nil, err
+		}
+		n += int64(len(b))
+		if n > u.Size {
+			break
+		}
+		h.Write(b)
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	if n != u.Size || hex.EncodeToString(sum[:]) != u.SHA256 {
+		return "the reassembled bundle does not match its size and digest", "", nil, nil
+	}
+	if len(u.Signature) == 0 {
+		return "the last chunk carries no signature", "", nil, nil
+	}
+	parsed, err := supportsig.Parse(u.Signature)
 	if err != nil {
-		return err
+		return err.Error(), "", nil, nil
 	}
-	if err := f.Truncate(off); err != nil {
-		f.Close()
-		return err
+	if parsed.DeviceID != u.DeviceID {
+		return fmt.Sprintf("the signature names device %q", parsed.DeviceID), "", nil, nil
 	}
-	if _, err := f.WriteAt(data, off); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// finish verifies a complete upload and keeps it (under mu); it returns
-// why it was refused, or "".
-func (s *Service) finish(ctx context.Context, in *Info, sigJSON []byte) string {
-	part := s.path(in.DeviceID, in.ID, ".part")
-	b, err := os.ReadFile(part)
+	pub, err := s.cfg.DeviceKey(ctx, u.DeviceID)
 	if err != nil {
-		return "reading the bundle back: " + err.Error()
-	}
-	sum := sha256.Sum256(b)
-	if int64(len(b)) != in.Size || hex.EncodeToString(sum[:]) != in.SHA256 {
-		return "the reassembled bundle does not match its size and digest"
-	}
-	if len(sigJSON) == 0 {
-		return "the last chunk carries no signature"
-	}
-	sig, err := supportsig.Parse(sigJSON)
-	if err != nil {
-		return err.Error()
-	}
-	if sig.DeviceID != in.DeviceID {
-		return fmt.Sprintf("the signature names device %q", sig.DeviceID)
-	}
-	pub, err := s.cfg.DeviceKey(ctx, in.DeviceID)
-	if err != nil {
-		return "device key: " + err.Error()
+		return "device key: " + err.Error(), "", nil, nil
 	}
 	trust := supportsig.Trust{PublicKey: pub}
-	if sig.CertificatePEM != "" && s.cfg.Roots != nil {
+	if parsed.CertificatePEM != "" && s.cfg.Roots != nil {
 		trust.Roots = s.cfg.Roots
 	}
-	v, err := supportsig.Verify(b, sig, trust)
+	v, err := supportsig.VerifyDigest(sum, parsed, trust)
 	if err != nil {
-		return err.Error()
+		return err.Error(), "", nil, nil
 	}
-	sb, _ := json.MarshalIndent(sig, "", "  ")
-	if err := os.WriteFile(s.path(in.DeviceID, in.ID, ".tar.gz.sig"), append(sb, '\n'), 0o600); err != nil {
-		return err.Error()
-	}
-	if err := os.Rename(part, s.path(in.DeviceID, in.ID, ".tar.gz")); err != nil {
-		return err.Error()
-	}
-	in.State, in.Verified, in.UpdatedAt = StateReady, v.How, s.cfg.Now().UTC()
-	delete(s.uploads, key(in.DeviceID, in.ID))
-	if err := s.save(in); err != nil {
-		s.log.Warn("support bundle state not saved", "err", err)
-	}
-	s.log.Info("support bundle received", "device", in.DeviceID, "upload", in.ID, "bytes", in.Size, "verified", v.How)
-	s.prune(in.DeviceID)
-	return ""
-}
-
-// prune keeps the newest Keep finished bundles of a device (under mu).
-func (s *Service) prune(dev string) {
-	infos, err := s.list(dev)
-	if err != nil {
-		return
-	}
-	kept := 0
-	for _, in := range infos { // newest first
-		if in.State == StateUploading {
-			continue
-		}
-		if kept++; kept <= s.cfg.Keep {
-			continue
-		}
-		for _, ext := range []string{".tar.gz", ".tar.gz.sig", ".part", ".json"} {
-			_ = os.Remove(s.path(dev, in.ID, ext))
-		}
-	}
+	sb, _ := json.MarshalIndent(parsed, "", "  ")
+	return "", v.How, append(sb, '\n'), nil
 }
 
 func (s *Service) ack(ctx context.Context, dev string, a *pb.SupportAck) {
@@ -446,109 +512,82 @@ func (s *Service) ack(ctx context.Context, dev string, a *pb.SupportAck) {
 }
 
 // Expire fails uploads idle longer than Idle; the server calls it now and
-// then.
+// then. Any replica may: each upload is failed once.
 func (s *Service) Expire() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	cutoff := s.now().Add(-s.cfg.Idle).UnixMilli()
+	stale, err := s.st.StaleSupportUploads(ctx, StateUploading, cutoff, 0)
+	if err != nil {
+		s.log.Warn("idle support uploads not read", "err", err)
+		return 0
+	}
 	n := 0
-	for _, in := range s.uploads {
-		if s.cfg.Now().Sub(in.UpdatedAt) > s.cfg.Idle {
-			s.fail(in, "no chunk for "+s.cfg.Idle.String())
+	for _, old := range stale {
+		_, saved, err := s.update(ctx, old.DeviceID, old.ID, func(u *store.SupportUpload) store.SupportEdit {
+			if u.State != StateUploading || u.UpdatedAt >= cutoff {
+				return store.SupportEdit{}
+			}
+			return s.fail(u, "no chunk for "+s.cfg.Idle.String())
+		})
+		if err == nil && saved {
 			n++
 		}
 	}
 	return n
 }
 
-// maxInfo caps an Info file read back.
-const maxInfo = 64 << 10
-
-func (s *Service) read(dev, id string) (Info, error) {
-	var in Info
-	if topic.ValidID(dev) != nil || topic.ValidID(id) != nil {
-		return in, ErrNotFound
-	}
-	f, err := os.Open(s.path(dev, id, ".json"))
-	if err != nil {
-		return in, ErrNotFound
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxInfo))
-	if err != nil {
-		return in, err
-	}
-	if err := json.Unmarshal(b, &in); err != nil || in.ID != id || in.DeviceID != dev {
-		return in, fmt.Errorf("support bundle %s/%s: damaged record", dev, id)
-	}
-	return in, nil
-}
-
-func (s *Service) list(dev string) ([]Info, error) {
-	if topic.ValidID(dev) != nil {
+// List returns a device's uploads, newest first.
+func (s *Service) List(deviceID string) ([]Info, error) {
+	if topic.ValidID(deviceID) != nil {
 		return nil, fmt.Errorf("%w: device ID", ErrInvalid)
 	}
-	es, err := os.ReadDir(s.devDir(dev))
-	if errors.Is(err, os.ErrNotExist) {
-		return []Info{}, nil
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	us, err := s.st.SupportUploads(ctx, deviceID)
 	if err != nil {
 		return nil, err
 	}
-	out := []Info{}
-	for _, e := range es {
-		id, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || e.IsDir() {
-			continue
-		}
-		if in, err := s.read(dev, id); err == nil {
-			out = append(out, in)
-		}
+	out := make([]Info, 0, len(us))
+	for _, u := range us {
+		out = append(out, infoOf(u))
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].RequestedAt.After(out[j].RequestedAt) })
 	return out, nil
-}
-
-// List returns a device's uploads, newest first.
-func (s *Service) List(deviceID string) ([]Info, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.list(deviceID)
 }
 
 // Get returns one upload.
 func (s *Service) Get(deviceID, id string) (Info, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.read(deviceID, id)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	u, err := s.get(ctx, deviceID, id)
+	return infoOf(u), err
 }
 
-// Open opens a ready bundle (and returns its signature file's bytes).
-func (s *Service) Open(deviceID, id string) (*os.File, Info, []byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	in, err := s.read(deviceID, id)
-	if err != nil {
-		return nil, in, nil, err
+func (s *Service) get(ctx context.Context, dev, id string) (store.SupportUpload, error) {
+	if topic.ValidID(dev) != nil || topic.ValidID(id) != nil {
+		return store.SupportUpload{DeviceID: dev, ID: id}, ErrNotFound
 	}
-	if in.State != StateReady {
-		return nil, in, nil, fmt.Errorf("%w: %s", ErrNotReady, in.State)
+	u, err := s.st.SupportUpload(ctx, dev, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return u, fmt.Errorf("%w: %s/%s", ErrNotFound, dev, id)
 	}
-	sig, err := os.ReadFile(s.path(deviceID, id, ".tar.gz.sig"))
-	if err != nil {
-		return nil, in, nil, err
-	}
-	f, err := os.Open(s.path(deviceID, id, ".tar.gz"))
-	return f, in, sig, err
+	return u, err
 }
 
 // Wait returns an upload once it is ready or failed, or when ctx ends
-// (with its state then).
+// (with its state then). It reads the state again on every change this
+// process makes and every Poll, for changes other replicas make.
 func (s *Service) Wait(ctx context.Context, deviceID, id string) (Info, error) {
+	t := time.NewTicker(s.cfg.Poll)
+	defer t.Stop()
 	for {
 		s.mu.Lock()
-		in, err := s.read(deviceID, id)
 		ch := s.changed
 		s.mu.Unlock()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+		u, err := s.get(rctx, deviceID, id)
+		cancel()
+		in := infoOf(u)
 		if err != nil || in.State != StateUploading {
 			return in, err
 		}
@@ -556,6 +595,7 @@ func (s *Service) Wait(ctx context.Context, deviceID, id string) (Info, error) {
 		case <-ctx.Done():
 			return in, ctx.Err()
 		case <-ch:
+		case <-t.C:
 		}
 	}
 }

@@ -91,8 +91,13 @@ func Parse(b []byte) (Signature, error) {
 // Verify checks bundle against sig: the digest, the signature, and the
 // signing key against trust.
 func Verify(bundle []byte, sig Signature, trust Trust) (Verified, error) {
+	return VerifyDigest(sha256.Sum256(bundle), sig, trust)
+}
+
+// VerifyDigest is Verify for a bundle whose SHA-256 the caller computed
+// (streaming it rather than holding it whole).
+func VerifyDigest(sum [sha256.Size]byte, sig Signature, trust Trust) (Verified, error) {
 	v := Verified{DeviceID: sig.DeviceID}
-	sum := sha256.Sum256(bundle)
 	h := hex.EncodeToString(sum[:])
 	if h != sig.SHA256 {
 		return v, fmt.Errorf("%w: its SHA-256 is %s, the signature's %s", ErrTampered, h, sig.SHA256)

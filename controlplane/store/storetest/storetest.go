@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"Reports", testReports},
 		{"BundleChunks", testBundleChunks},
 		{"ReleaseFiles", testReleaseFiles},
+		{"SupportUploads", testSupportUploads},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
