@@ -15,7 +15,11 @@ func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
 // Subscriptions returns the filters the control plane subscribes to for
 // ingest. Retained topics use plain subscriptions (a shared subscription
 // gets no retained messages, and every replica wants the latest state);
-// the streams use a shared subscription of group, so replicas split them.
+// heartbeats use a shared subscription of group, so replicas split them.
+// Command results are plain too: only the replica that sent a command
+// waits for its answer, so every replica must see every answer (dealt to
+// another replica, it would be lost and the command time out); they come
+// only in reply to an operator's command, so the copies cost nothing.
 func (r *Registry) Subscriptions(group string) []string {
 	s := r.cfg.Scheme
 	return []string{
@@ -23,7 +27,7 @@ func (r *Registry) Subscriptions(group string) []string {
 		s.AllDevices(topic.Status),
 		s.AllDevices(topic.Reported),
 		topic.Shared(group, s.AllDevices(topic.Heartbeat)),
-		topic.Shared(group, s.AllDevices(topic.CommandResult)),
+		s.AllDevices(topic.CommandResult),
 	}
 }
 
