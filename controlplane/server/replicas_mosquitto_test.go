@@ -8,9 +8,7 @@ import (
 	"time"
 
 	"github.com/flotilla-edge/flotilla/controlplane/api"
-	"github.com/flotilla-edge/flotilla/controlplane/mosquitto/mosquittotest"
 	"github.com/flotilla-edge/flotilla/controlplane/server"
-	"github.com/flotilla-edge/flotilla/controlplane/store/pgtest"
 )
 
 // TestReplicaFailoverMosquitto is issue 11's failover: two control-plane
@@ -22,23 +20,12 @@ import (
 // rollout completes — every device assigned exactly once, each reporting
 // the release to the surviving replica.
 func TestReplicaFailoverMosquitto(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{AdminUser: "dynsec-admin", AdminPassword: secret()})
-	dsn := pgtest.Database(t)
-	controlPassword := secret()
+	shared := newSharedServices(t)
 	start := func(dir string) *server.Server {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		s, err := server.New(ctx, server.Config{DataDir: dir, Database: dsn, Listen: freeAddr(t), MQTTURL: b.URL(),
-			MQTTUser: "flotilla-control", MQTTPassword: controlPassword,
-			Dynsec:    &server.Dynsec{AdminUser: b.AdminUser, AdminPassword: b.AdminPassword},
-			WaveDelay: 300 * time.Millisecond, Version: "test", Logger: testLogger(t),
-			Rollouts: server.RolloutConfig{Every: 100 * time.Millisecond}})
-		if err != nil {
-			t.Fatalf("%v\nbroker log:\n%s", err, b.Log())
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
+		cfg := shared.config(t, dir)
+		cfg.Rollouts = server.RolloutConfig{Every: 100 * time.Millisecond}
+		return shared.start(t, cfg)
 	}
 	dirA := t.TempDir()
 	keys := operatorKeys(t, dirA)

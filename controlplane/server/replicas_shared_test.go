@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/flotilla-edge/flotilla/controlplane/api"
-	"github.com/flotilla-edge/flotilla/controlplane/mosquitto/mosquittotest"
 	"github.com/flotilla-edge/flotilla/controlplane/server"
 	"github.com/flotilla-edge/flotilla/controlplane/store/pgtest"
 )
@@ -51,23 +50,8 @@ func shareKeys(t *testing.T, from, to string) {
 // B and assigned through B fetches it from B's wave, which reads the
 // chunks from the database; neither replica keeps a folder copy.
 func TestReplicasShareBundlesMosquitto(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{AdminUser: "dynsec-admin", AdminPassword: secret()})
-	dsn := pgtest.Database(t)
-	controlPassword := secret()
-	start := func(dir string) *server.Server {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		s, err := server.New(ctx, server.Config{DataDir: dir, Database: dsn, Listen: freeAddr(t), MQTTURL: b.URL(),
-			MQTTUser: "flotilla-control", MQTTPassword: controlPassword,
-			Dynsec:    &server.Dynsec{AdminUser: b.AdminUser, AdminPassword: b.AdminPassword},
-			WaveDelay: 300 * time.Millisecond, Version: "test", Logger: testLogger(t)})
-		if err != nil {
-			t.Fatalf("%v\nbroker log:\n%s", err, b.Log())
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
+	shared := newSharedServices(t)
+	start := func(dir string) *server.Server { t.Helper(); return shared.start(t, shared.config(t, dir)) }
 	dirA, dirB := t.TempDir(), t.TempDir()
 	keys := operatorKeys(t, dirA)
 	a := start(dirA)

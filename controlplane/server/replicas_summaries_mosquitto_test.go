@@ -22,9 +22,7 @@ import (
 	"github.com/flotilla-edge/flotilla/controlplane/api"
 	"github.com/flotilla-edge/flotilla/controlplane/apiclient"
 	"github.com/flotilla-edge/flotilla/controlplane/backup"
-	"github.com/flotilla-edge/flotilla/controlplane/mosquitto/mosquittotest"
 	"github.com/flotilla-edge/flotilla/controlplane/server"
-	"github.com/flotilla-edge/flotilla/controlplane/store/pgtest"
 )
 
 // TestReplicaSummariesMosquitto is the telemetry half of issue 11's
@@ -95,23 +93,15 @@ const (
 )
 
 func replicaSummaries(t *testing.T, kill func(*summaryReplica, []*summaryAgent), held bool) {
-	b := mosquittotest.Start(t, mosquittotest.Options{AdminUser: "dynsec-admin", AdminPassword: secret()})
-	dsn := pgtest.Database(t)
-	controlPassword := secret()
+	shared := newSharedServices(t)
+	b, dsn := shared.b, shared.dsn
 	start := func(dir string) *summaryReplica {
 		t.Helper()
 		r := &summaryReplica{mqtt: startLink(t, hostPort(t, b.URL())), db: startLink(t, hostPort(t, dsn))}
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		s, err := server.New(ctx, server.Config{DataDir: dir, Database: withHost(t, dsn, r.db.addr()), Listen: "127.0.0.1:0",
-			MQTTURL: withHost(t, b.URL(), r.mqtt.addr()), PublicMQTTURL: b.URL(), MQTTUser: "flotilla-control", MQTTPassword: controlPassword,
-			Dynsec:  &server.Dynsec{AdminUser: b.AdminUser, AdminPassword: b.AdminPassword},
-			Version: "test", Logger: testLogger(t)})
-		if err != nil {
-			t.Fatalf("%v\nbroker log:\n%s", err, b.Log())
-		}
-		t.Cleanup(func() { s.Close() })
-		r.srv = s
+		cfg := shared.config(t, dir)
+		cfg.Database, cfg.MQTTURL, cfg.PublicMQTTURL = withHost(t, dsn, r.db.addr()), withHost(t, b.URL(), r.mqtt.addr()), b.URL()
+		cfg.Listen, cfg.WaveDelay = "127.0.0.1:0", 0
+		r.srv = shared.start(t, cfg)
 		return r
 	}
 	dirA := t.TempDir()

@@ -15,9 +15,7 @@ import (
 	"github.com/flotilla-edge/flotilla/agent/diag"
 	"github.com/flotilla-edge/flotilla/agent/logring"
 	"github.com/flotilla-edge/flotilla/controlplane/backup"
-	"github.com/flotilla-edge/flotilla/controlplane/mosquitto/mosquittotest"
 	"github.com/flotilla-edge/flotilla/controlplane/server"
-	"github.com/flotilla-edge/flotilla/controlplane/store/pgtest"
 	"github.com/flotilla-edge/flotilla/controlplane/supportbundle"
 )
 
@@ -28,23 +26,14 @@ import (
 // request, reports it ready and serves it: the agent's bundle, byte for
 // byte, its signature the device's.
 func TestReplicasSupportBundleMosquitto(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{AdminUser: "dynsec-admin", AdminPassword: secret()})
-	dsn := pgtest.Database(t)
-	controlPassword := secret()
+	shared := newSharedServices(t)
 	var taken [2]takenCounts // chunks each replica took, by upload
 	start := func(dir string, taken *takenCounts) *server.Server {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		s, err := server.New(ctx, server.Config{DataDir: dir, Database: dsn, Listen: freeAddr(t), MQTTURL: b.URL(),
-			MQTTUser: "flotilla-control", MQTTPassword: controlPassword,
-			Dynsec:  &server.Dynsec{AdminUser: b.AdminUser, AdminPassword: b.AdminPassword},
-			Version: "test", Logger: slog.New(takenCounter{testLogger(t).Handler(), taken})})
-		if err != nil {
-			t.Fatalf("%v\nbroker log:\n%s", err, b.Log())
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
+		cfg := shared.config(t, dir)
+		cfg.WaveDelay = 0
+		cfg.Logger = slog.New(takenCounter{testLogger(t).Handler(), taken})
+		return shared.start(t, cfg)
 	}
 	dirA := t.TempDir()
 	a := start(dirA, &taken[0])
