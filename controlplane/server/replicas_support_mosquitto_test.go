@@ -27,6 +27,11 @@ import (
 // byte, its signature the device's.
 func TestReplicasSupportBundleMosquitto(t *testing.T) {
 	shared := newSharedServices(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("broker log:\n%s", shared.b.Log())
+		}
+	})
 	var taken [2]takenCounts // chunks each replica took, by upload
 	start := func(dir string, taken *takenCounts) *server.Server {
 		t.Helper()
@@ -77,7 +82,9 @@ func TestReplicasSupportBundleMosquitto(t *testing.T) {
 			t.Fatalf("ping %d through replica %s: %+v, %v", i, name, rep, err)
 		}
 	}
-	req, err := ac.RequestSupportBundle(ctx, "dev-sup", 20*time.Second)
+	// The API's longest wait: under -race on a loaded machine the agent
+	// takes 10–20 s to build and sign the bundle before it answers.
+	req, err := ac.RequestSupportBundle(ctx, "dev-sup", 60*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
