@@ -562,28 +562,33 @@ const reportsEvery = 200 * time.Millisecond
 // persistReports writes the reported states taken in, in batches, until
 // ctx ends, then once more.
 func (d *deliveryService) persistReports(ctx context.Context) {
-	flush := func(ctx context.Context) {
-		rs := d.progress.takeUnsaved()
-		if len(rs) == 0 {
-			return
-		}
-		if err := d.s.store.PutReports(ctx, rs); err != nil {
-			d.progress.requeue(rs)
-			d.s.log.Warn("reported states not stored; will retry", "devices", len(rs), "err", err)
-		}
-	}
 	t := time.NewTicker(reportsEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			last, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			flush(last)
+			d.flushReports(last)
 			cancel()
 			return
 		case <-t.C:
-			flush(ctx)
+			d.flushReports(ctx)
 		}
+	}
+}
+
+// flushReports writes the reported states taken in since the last write;
+// what cannot be written is kept for the next. Close calls it once more
+// after the broker session ends, for reports handled after
+// persistReports stopped.
+func (d *deliveryService) flushReports(ctx context.Context) {
+	rs := d.progress.takeUnsaved()
+	if len(rs) == 0 {
+		return
+	}
+	if err := d.s.store.PutReports(ctx, rs); err != nil {
+		d.progress.requeue(rs)
+		d.s.log.Warn("reported states not stored; will retry", "devices", len(rs), "err", err)
 	}
 }
 

@@ -375,6 +375,9 @@ func (s *Server) Close() error {
 			errs = append(errs, s.broker.Close())
 		}
 		if s.store != nil {
+			if s.delivery != nil {
+				s.delivery.flushReports(ctx)
+			}
 			errs = append(errs, s.store.Close())
 		}
 		s.closeErr = errors.Join(errs...)
