@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -306,14 +308,75 @@ func TestBundleEndToEnd(t *testing.T) {
 }
 
 // testLogger logs into the test's output (shown on failure or with -v).
+// testLogger logs for t. With -v each line goes to t.Log as it comes;
+// otherwise the lines of every logger of t are kept, in order, and shown
+// only when t fails, after its failure messages, so a failure's own words
+// come first in a long CI log.
 func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var w io.Writer = testWriter{t}
+	if !testing.Verbose() {
+		w = heldLogs(t)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// maxHeldLog bounds the log lines kept for one test; the oldest go first.
+const maxHeldLog = 16 << 20
+
+var held sync.Map // *testing.T → *heldLog
+
+// heldLog keeps a test's log lines until its end.
+type heldLog struct {
+	mu      sync.Mutex
+	lines   []string
+	size    int
+	dropped int
+	done    bool
+}
+
+func heldLogs(t *testing.T) *heldLog {
+	h, loaded := held.LoadOrStore(t, &heldLog{})
+	l := h.(*heldLog)
+	if !loaded {
+		// Registered with t's first logger, so it runs after the
+		// cleanups that stop what logs (they are registered later).
+		t.Cleanup(func() {
+			held.Delete(t)
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			l.done = true
+			if !t.Failed() {
+				return
+			}
+			if l.dropped > 0 {
+				t.Logf("(%d earlier log lines dropped)", l.dropped)
+			}
+			t.Log("log:\n" + strings.Join(l.lines, "\n"))
+		})
+	}
+	return l
+}
+
+func (l *heldLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done {
+		return len(p), nil // a goroutine outliving its test
+	}
+	l.lines = append(l.lines, strings.TrimRight(string(p), "\n"))
+	l.size += len(p)
+	for l.size > maxHeldLog && len(l.lines) > 1 {
+		l.size -= len(l.lines[0])
+		l.lines = l.lines[1:]
+		l.dropped++
+	}
 	return len(p), nil
 }
 
