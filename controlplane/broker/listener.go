@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // listener is a mochi listener over a net.Listener we opened ourselves
@@ -87,15 +88,27 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
-// Close stops accepting, has mochi disconnect its clients, closes what is
-// left (connections still authenticating) and waits for every connection
-// goroutine, so mochi's own wait that follows finds nothing running.
-func (l *listener) Close(closeClients listeners.CloseFn) {
+// Close stops accepting, disconnects its clients as mochi would, closes
+// what is left (connections still authenticating) and waits for every
+// connection goroutine, so mochi's own wait that follows finds nothing
+// running.
+//
+// It does not call mochi's closeClients: that lists the clients through
+// Clients.GetByListener, which takes the clients' read lock twice (it
+// calls Len under it), and a client leaving at that moment asks for the
+// write lock in between: sync.RWMutex then blocks the second read lock
+// for good and the broker never closes (seen in a CI run, mochi v2.7.9).
+// GetAll takes the lock once.
+func (l *listener) Close(listeners.CloseFn) {
 	l.once.Do(func() {
 		l.end.Store(true)
 		_ = l.ln.Close()
 		<-l.done
-		closeClients(l.id)
+		for _, cl := range l.e.server.Clients.GetAll() {
+			if cl.Net.Listener == l.id && !cl.Closed() {
+				_ = l.e.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			}
+		}
 		for _, c := range l.e.live.everything() {
 			_ = c.Close()
 		}
